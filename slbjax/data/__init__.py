@@ -1,0 +1,1 @@
+"""Loaders, feature extraction, windowing, splits and synthetic cohorts."""
