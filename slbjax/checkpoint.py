@@ -1,0 +1,61 @@
+"""Checkpoints with orbax: parameters as their own item, metadata as JSON.
+
+Layout inside a run folder::
+
+    checkpoints/<step>/params/    the model parameters (a pytree of arrays)
+    checkpoints/<step>/meta/      JSON: normalisers and whatever a reload needs
+
+``params`` is kept apart from any optimizer state so a later study restores
+the model without knowing how it was trained.  Saves are waited for before
+returning, so a finished run's checkpoint is always complete on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from slbjax.errors import RunDirError
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _manager(run_dir: str | Path, *, create: bool) -> ocp.CheckpointManager:
+    directory = Path(run_dir).absolute() / CHECKPOINT_DIR
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=create)
+    return ocp.CheckpointManager(directory, options=options, item_names=("params", "meta"))
+
+
+def save(run_dir: str | Path, step: int, params: Any, meta: dict) -> None:
+    """Saves ``params`` (pytree of arrays) and ``meta`` (JSON-able dict) at ``step``."""
+    params = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
+    with _manager(run_dir, create=True) as mngr:
+        mngr.save(
+            step,
+            args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+        mngr.wait_until_finished()
+
+
+def load(run_dir: str | Path) -> tuple[Any, dict]:
+    """Restores (params, meta) of the latest step, params as numpy arrays.
+
+    Raises:
+      RunDirError: if the folder holds no checkpoint.
+    """
+    directory = Path(run_dir).absolute() / CHECKPOINT_DIR
+    if not directory.is_dir():
+        raise RunDirError(f"{run_dir} holds no checkpoint (no {CHECKPOINT_DIR}/ folder)")
+    with _manager(run_dir, create=False) as mngr:
+        step = mngr.latest_step()
+        if step is None:
+            raise RunDirError(f"{directory} holds no finished checkpoint")
+        restored = mngr.restore(
+            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+        )
+    return restored["params"], restored["meta"]
