@@ -1,0 +1,34 @@
+"""Accuracy metrics over all predicted points, as the papers report them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def mape_pct(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean absolute percentage error (%) over all points where truth is known."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    ok = np.isfinite(true) & (np.abs(true) > 1e-12)
+    return float(np.mean(np.abs((pred[ok] - true[ok]) / true[ok])) * 100.0) if ok.any() else float("nan")
+
+
+def rmse(pred: np.ndarray, true: np.ndarray) -> float:
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    ok = np.isfinite(true)
+    return float(np.sqrt(np.mean((pred[ok] - true[ok]) ** 2))) if ok.any() else float("nan")
+
+
+def r2(pred: np.ndarray, true: np.ndarray) -> float:
+    """Coefficient of determination over all points (1 - SS_res / SS_tot)."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    ok = np.isfinite(true)
+    if ok.sum() < 2:
+        return float("nan")
+    ss_res = np.sum((pred[ok] - true[ok]) ** 2)
+    ss_tot = np.sum((true[ok] - true[ok].mean()) ** 2)
+    return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else float("nan")
+
+
+def trajectory_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """MAPE (%), RMSE (Ah) and R^2 over every point of [M, L] trajectories."""
+    return {"mape_pct": mape_pct(pred, true), "rmse_ah": rmse(pred, true), "r2": r2(pred, true)}

@@ -1,0 +1,261 @@
+"""Training iMOE: pure steps, whole epochs inside ``jit``, early stopping.
+
+One call of the jitted ``run_chunk`` performs ``chunk`` epochs: each epoch
+shuffles the training windows, scans the update step over the minibatches
+(the last one padded and masked, so every window counts once per epoch as
+with a PyTorch loader without ``drop_last``), evaluates the validation
+trajectory MSE without router noise, keeps the best parameters so far and
+counts epochs since the last improvement.  Once ``patience`` epochs pass
+without improvement the member stops: later epochs leave its state as it is.
+The host loop only prints progress and stops when every member has stopped.
+
+Everything is a pure function of (carry, key): the carry can be stacked and
+vmapped for ensembles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from slbjax.models.imoe import IMOE, batched_apply
+
+
+class Batch(NamedTuple):
+    """Model inputs and targets, leading axis = windows."""
+
+    qv: Any  # [M, Q]
+    features: Any  # [M, F]
+    load: Any  # [M, L, 3]
+    target: Any  # [M, L]
+
+    @property
+    def size(self) -> int:
+        return int(self.qv.shape[0])
+
+    def take(self, idx) -> Batch:
+        return Batch(*(x[idx] for x in self))
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    mse: float = 0.75
+    router: float = 0.25
+    eps: float = 1e-10
+
+
+def cv_squared(x: jax.Array, eps: float) -> jax.Array:
+    """Squared coefficient of variation (unbiased variance / mean^2) of [E]."""
+    if x.shape[0] < 2:
+        return jnp.zeros((), x.dtype)
+    return jnp.var(x, ddof=1) / (jnp.mean(x) ** 2 + eps)
+
+
+def loss_fn(params, model: IMOE, batch: Batch, mask, rng, weights: LossWeights):
+    """Training loss of one (masked) minibatch.
+
+    Returns:
+      (total, (mse, router_loss)); mse is the mean over valid windows and cycles,
+      router_loss the squared coefficient of variation of per-expert gate sums.
+    """
+    pred, gates = batched_apply(model, params, batch.qv, batch.features, batch.load, train=True, rng=rng)
+    n = jnp.maximum(mask.sum(), 1.0)
+    mse = (((pred - batch.target) ** 2).mean(-1) * mask).sum() / n
+    router = cv_squared((gates * mask[:, None]).sum(0), weights.eps)
+    return weights.mse * mse + weights.router * router, (mse, router)
+
+
+def eval_mse(params, model: IMOE, data: Batch, batch_size: int = 4096) -> jax.Array:
+    """Trajectory MSE over all windows of ``data`` (no router noise)."""
+    total = jnp.zeros(())
+    for start in range(0, data.size, batch_size):
+        part = data.take(slice(start, start + batch_size))
+        pred, _ = batched_apply(model, params, part.qv, part.features, part.load)
+        total = total + ((pred - part.target) ** 2).mean(-1).sum()
+    return total / data.size
+
+
+def predict(model: IMOE, params, data: Batch, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic predictions [M, L] and router weights [M, E] as numpy."""
+    fn = jax.jit(lambda p, q, f, u: batched_apply(model, p, q, f, u))
+    preds, gates = [], []
+    for start in range(0, data.size, batch_size):
+        part = data.take(slice(start, start + batch_size))
+        y, w = fn(params, part.qv, part.features, part.load)
+        preds.append(np.asarray(y))
+        gates.append(np.asarray(w))
+    return np.concatenate(preds), np.concatenate(gates)
+
+
+def init_params(model: IMOE, key, sample: Batch):
+    return model.init({"params": key}, sample.qv[0], sample.features[0], sample.load[0])
+
+
+class Carry(NamedTuple):
+    params: Any
+    opt_state: Any
+    best_params: Any
+    best_val: jax.Array
+    best_epoch: jax.Array
+    since_best: jax.Array
+    epoch: jax.Array
+    stopped: jax.Array
+
+
+def init_carry(params, tx: optax.GradientTransformation) -> Carry:
+    z = jnp.zeros((), jnp.int32)
+    return Carry(params, tx.init(params), params, jnp.asarray(jnp.inf, jnp.float32), z - 1, z, z,
+                 jnp.zeros((), bool))
+
+
+def make_chunk_fn(
+    model: IMOE,
+    tx: optax.GradientTransformation,
+    *,
+    num_train: int,
+    batch_size: int,
+    patience: int,
+    weights: LossWeights,
+    chunk: int,
+) -> Callable:
+    """Builds ``run_chunk(carry, key, train, val) -> (carry, (train_loss[chunk], val_mse[chunk]))``.
+
+    ``key`` is the member's base key; epoch e uses ``fold_in(key, e)``.
+    """
+    steps = math.ceil(num_train / batch_size)
+    padded = steps * batch_size
+
+    def update(carry_pv, xs, train: Batch):
+        params, opt_state = carry_pv
+        idx, mask, rng = xs
+        batch = train.take(idx)
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, model, batch, mask, rng, weights
+        )
+        upd, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, upd), opt_state), loss
+
+    def one_epoch(carry: Carry, key, train: Batch, val: Batch):
+        ekey = jax.random.fold_in(key, carry.epoch)
+        perm_key, step_key = jax.random.split(ekey)
+        perm = jax.random.permutation(perm_key, num_train)
+        perm = jnp.concatenate([perm, jnp.zeros(padded - num_train, perm.dtype)])
+        mask = (jnp.arange(padded) < num_train).astype(jnp.float32)
+        xs = (
+            perm.reshape(steps, batch_size),
+            mask.reshape(steps, batch_size),
+            jax.random.split(step_key, steps),
+        )
+        (params, opt_state), losses = jax.lax.scan(
+            lambda c, x: update(c, x, train), (carry.params, carry.opt_state), xs
+        )
+        train_loss = (losses * mask.reshape(steps, batch_size).sum(1)).sum() / num_train
+        val_mse = eval_mse(params, model, val)
+        improved = val_mse < carry.best_val
+        since_best = jnp.where(improved, 0, carry.since_best + 1)
+        new = Carry(
+            params=params,
+            opt_state=opt_state,
+            best_params=jax.tree_util.tree_map(
+                lambda a, b: jnp.where(improved, a, b), params, carry.best_params
+            ),
+            best_val=jnp.where(improved, val_mse, carry.best_val),
+            best_epoch=jnp.where(improved, carry.epoch, carry.best_epoch),
+            since_best=since_best,
+            epoch=carry.epoch + 1,
+            stopped=since_best >= patience,
+        )
+        # A stopped member keeps its state: the epoch is computed but discarded.
+        out = jax.tree_util.tree_map(lambda a, b: jnp.where(carry.stopped, b, a), new, carry)
+        nan = jnp.asarray(jnp.nan, jnp.float32)
+        return out, (jnp.where(carry.stopped, nan, train_loss), jnp.where(carry.stopped, nan, val_mse))
+
+    def run_chunk(carry: Carry, key, train: Batch, val: Batch):
+        return jax.lax.scan(lambda c, _: one_epoch(c, key, train, val), carry, None, length=chunk)
+
+    return run_chunk
+
+
+@dataclasses.dataclass
+class TrainResult:
+    params: Any  # best parameters (lowest validation MSE)
+    best_val_mse: float
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    seconds_per_epoch: float
+    history: dict[str, list[float]]
+
+
+def fit(
+    model: IMOE,
+    train: Batch,
+    val: Batch,
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    patience: int,
+    weights: LossWeights = LossWeights(),
+    chunk: int = 10,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Trains one model with Adam and early stopping on validation trajectory MSE."""
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    key = jax.random.key(seed)
+    init_key, train_key = jax.random.split(key)
+    params = init_params(model, init_key, train)
+    tx = optax.adam(learning_rate)
+    chunk = max(1, min(chunk, epochs))
+    run_chunk = jax.jit(
+        make_chunk_fn(
+            model, tx, num_train=train.size, batch_size=batch_size, patience=patience,
+            weights=weights, chunk=chunk,
+        )
+    )
+    train_d = Batch(*map(jnp.asarray, train))
+    val_d = Batch(*map(jnp.asarray, val))
+    carry = init_carry(params, tx)
+    hist_train, hist_val = [], []
+    t0 = time.perf_counter()
+    t_first = None
+    done = 0
+    while done < epochs:
+        carry, (tl, vl) = run_chunk(carry, train_key, train_d, val_d)
+        tl, vl = np.asarray(tl), np.asarray(vl)
+        if t_first is None:
+            t_first = time.perf_counter()  # first chunk includes compilation
+            first_chunk_epochs = chunk
+        done += chunk
+        keep = ~np.isnan(vl)
+        hist_train.extend(tl[keep].tolist())
+        hist_val.extend(vl[keep].tolist())
+        log(
+            f"epoch {int(carry.epoch):5d}/{epochs}  train loss {tl[keep][-1] if keep.any() else float('nan'):.3e}  "
+            f"val mse {float(carry.best_val):.3e} (best @ {int(carry.best_epoch) + 1})"
+        )
+        if bool(carry.stopped):
+            log(f"early stop: no improvement for {patience} epochs")
+            break
+    seconds = time.perf_counter() - t0
+    steady_epochs = done - first_chunk_epochs  # epochs computed after compilation
+    per_epoch = (time.perf_counter() - t_first) / steady_epochs if steady_epochs > 0 else seconds / done
+    return TrainResult(
+        params=jax.device_get(carry.best_params),
+        best_val_mse=float(carry.best_val),
+        best_epoch=int(carry.best_epoch) + 1,
+        epochs_run=int(carry.epoch),
+        seconds=seconds,
+        seconds_per_epoch=per_epoch,
+        history={"train_loss": hist_train, "val_mse": hist_val},
+    )

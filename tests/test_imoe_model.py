@@ -1,0 +1,124 @@
+"""iMOE model and training: router invariants, vmap vs loop, a tiny fit."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from slbjax.models.imoe import IMOE, batched_apply, gate_weights, topk_mask
+from slbjax.train.imoe import Batch, cv_squared, fit, init_params, predict
+
+E, K, L, F = 5, 2, 12, 7
+
+
+def _batch(m: int, seed: int = 0, horizon: int = L) -> Batch:
+    rng = np.random.default_rng(seed)
+    qv = np.cumsum(rng.random((m, 50), dtype=np.float32) * 0.04, axis=1)
+    feats = rng.standard_normal((m, F), dtype=np.float32)
+    load = np.zeros((m, horizon, 3), np.float32)  # a standardised constant load
+    # capacity that depends on the Q-V end value, fading linearly
+    target = (2.5 + qv[:, -1:]) - 0.002 * np.arange(horizon, dtype=np.float32)[None, :]
+    return Batch(qv, feats, load, target.astype(np.float32))
+
+
+@pytest.mark.parametrize("gate", ["authors", "topk_softmax"])
+def test_gate_weights_sum_to_one(gate):
+    logits = jax.random.normal(jax.random.key(1), (64, E))
+    w = jax.vmap(lambda x: gate_weights(x, K, gate))(logits)
+    np.testing.assert_allclose(np.asarray(w.sum(-1)), 1.0, rtol=1e-6)
+    assert bool((w >= 0).all())
+
+
+def test_topk_softmax_has_exactly_k_nonzero_on_the_largest_logits():
+    logits = jax.random.normal(jax.random.key(2), (64, E))
+    w = np.asarray(jax.vmap(lambda x: gate_weights(x, K, "topk_softmax"))(logits))
+    assert ((w > 0).sum(-1) == K).all()
+    top = np.argsort(-np.asarray(logits), axis=-1)[:, :K]
+    assert np.all(np.take_along_axis(w, top, -1) > 0)
+
+
+def test_topk_mask_breaks_ties_to_exactly_k():
+    assert int(topk_mask(jnp.zeros(E), K).sum()) == K
+
+
+def test_authors_gate_keeps_every_expert_and_favours_top_k():
+    logits = jnp.array([3.0, -1.0, 0.5, 2.0, -2.0])
+    w = np.asarray(gate_weights(logits, K, "authors"))
+    assert (w > 0).all()
+    assert set(np.argsort(-w)[:K]) == {0, 3}
+
+
+def _model(**kw) -> IMOE:
+    return IMOE(num_experts=E, top_k=K, horizon=L, hidden=8, **kw)
+
+
+def test_router_noise_only_in_training():
+    model = _model()
+    b = _batch(8)
+    params = init_params(model, jax.random.key(0), b)
+    # make the noise scale clearly non-zero
+    params = jax.tree_util.tree_map(lambda x: x, params)
+    y1, w1 = batched_apply(model, params, b.qv, b.features, b.load)
+    y2, w2 = batched_apply(model, params, b.qv, b.features, b.load)
+    np.testing.assert_array_equal(np.asarray(w1), np.asarray(w2))
+    _, wt1 = batched_apply(model, params, b.qv, b.features, b.load, train=True, rng=jax.random.key(1))
+    _, wt2 = batched_apply(model, params, b.qv, b.features, b.load, train=True, rng=jax.random.key(2))
+    assert not np.allclose(np.asarray(wt1), np.asarray(wt2))
+    assert not np.allclose(np.asarray(wt1), np.asarray(w1))
+
+
+def test_vmapped_model_equals_per_sample_loop():
+    model = _model(gate="topk_softmax")
+    b = _batch(6)
+    params = init_params(model, jax.random.key(3), b)
+    yb, wb = batched_apply(model, params, b.qv, b.features, b.load)
+    for i in range(6):
+        yi, wi = model.apply(params, b.qv[i], b.features[i], b.load[i])
+        np.testing.assert_allclose(np.asarray(yb[i]), np.asarray(yi), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(wb[i]), np.asarray(wi), rtol=1e-5, atol=1e-7)
+
+
+def test_shapes_and_ablations():
+    b = _batch(3)
+    for kw, e in [({}, E), ({"router": "linear"}, 1), ({"use_load": False}, E),
+                  ({"bidirectional": False}, E)]:
+        model = _model(**kw)
+        params = init_params(model, jax.random.key(0), b)
+        y, w = batched_apply(model, params, b.qv, b.features, b.load)
+        assert y.shape == (3, L) and w.shape == (3, e)
+
+
+def test_cv_squared_matches_unbiased_definition():
+    x = jnp.array([1.0, 2.0, 3.0, 6.0])
+    expected = np.var([1, 2, 3, 6], ddof=1) / np.mean([1, 2, 3, 6]) ** 2
+    assert float(cv_squared(x, 0.0)) == pytest.approx(expected, rel=1e-6)
+    assert float(cv_squared(jnp.ones(1), 1e-10)) == 0.0
+
+
+def test_tiny_fit_learns_and_is_reproducible():
+    train, val = _batch(96, seed=0), _batch(32, seed=1)
+    model = _model(target_mean=float(train.target.mean()), target_std=float(train.target.std()))
+    kw = dict(seed=0, epochs=60, batch_size=16, learning_rate=1e-2, patience=60, chunk=20, log=lambda s: None)
+    r1 = fit(model, train, val, **kw)
+    r2 = fit(model, train, val, **kw)
+    assert r1.history["val_mse"][-1] < 0.5 * r1.history["val_mse"][0]
+    assert r1.best_val_mse == min(r1.history["val_mse"])
+    assert r1.history == r2.history  # same config + seed, same numbers
+    p1, _ = predict(model, r1.params, val)
+    p2, _ = predict(model, r2.params, val)
+    np.testing.assert_array_equal(p1, p2)
+
+
+def test_early_stopping_stops_and_keeps_best():
+    train, val = _batch(32, seed=0), _batch(16, seed=1)
+    model = _model(target_mean=float(train.target.mean()), target_std=float(train.target.std()))
+    # a huge learning rate makes validation error jump around; patience 3 must stop it early
+    r = fit(model, train, val, seed=0, epochs=200, batch_size=16, learning_rate=0.3, patience=3,
+            chunk=5, log=lambda s: None)
+    assert r.epochs_run < 200
+    assert r.epochs_run == r.best_epoch + 3
+    assert r.best_val_mse == pytest.approx(min(r.history["val_mse"]))
+    pb, _ = predict(model, r.params, val)
+    assert float(np.mean((pb - val.target) ** 2)) == pytest.approx(r.best_val_mse, rel=1e-4)
