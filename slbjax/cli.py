@@ -1,0 +1,133 @@
+"""The ``slbjax`` command.
+
+  slbjax list
+  slbjax run EXPERIMENT [--set k=v ...] [--data-dir DIR] [--workdir DIR] [--smoke] [--overwrite]
+  slbjax predict --run DIR --input PATH [-o OUT.csv] [--overwrite]
+  slbjax generate --run DIR --soc 0.30 --soh 0.85 [-n 1000] -o OUT.csv
+
+Errors a user can fix are printed as one ``error: ...`` line (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from slbjax.errors import SlbjaxError
+
+
+def _experiments():
+    from slbjax import experiments
+
+    return experiments
+
+
+def cmd_list(args) -> int:
+    exps = _experiments()
+    for name in exps.names():
+        print(f"{name:20s} {exps.summary(name)}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from slbjax import rundir, runners
+    from slbjax.config import apply_overrides
+    from slbjax.paths import resolve_data_dir
+
+    module = _experiments().load(args.experiment)
+    cfg = apply_overrides(module.get_config(smoke=args.smoke), args.set or [])
+    run_dir = Path(args.workdir) if args.workdir else rundir.default_run_dir(args.experiment)
+    run_dir = rundir.prepare_run_dir(run_dir, overwrite=args.overwrite)
+    rundir.write_config(run_dir, args.experiment, cfg)
+    print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
+    metrics = runners.for_config(cfg).run(cfg, resolve_data_dir(args.data_dir), run_dir)
+    rundir.write_metrics(run_dir, metrics)
+    print(f"wrote {run_dir / rundir.METRICS_FILE}", file=sys.stderr)
+    for k in ("test_mape_pct", "test_rmse_ah", "test_r2", "interp_soh_mape_generated_pct",
+              "extrap_soh_mape_generated_pct", "train_seconds"):
+        if k in metrics:
+            print(f"{k} = {metrics[k]}")
+    return 0
+
+
+def _refuse_existing(path: Path | None, overwrite: bool) -> None:
+    from slbjax.errors import RunDirError
+
+    if path is not None and path.exists() and not overwrite:
+        raise RunDirError(f"{path} already exists; choose another -o or pass --overwrite")
+
+
+def cmd_predict(args) -> int:
+    from slbjax.inference import load_run
+
+    out = Path(args.output) if args.output else None
+    _refuse_existing(out, args.overwrite)
+    table = load_run(args.run).predict(args.input)
+    if out is None:
+        table.to_csv(sys.stdout, index=False)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+        print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from slbjax.runners import cvae
+
+    out = cvae.generate(Path(args.run), args.soc, args.soh, args.n, Path(args.output),
+                        case=args.case, seed=args.seed)
+    print(f"wrote {args.n} generated samples to {out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slbjax", description="Second-life battery research in JAX.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list experiment names").set_defaults(fn=cmd_list)
+
+    r = sub.add_parser("run", help="train and evaluate one experiment")
+    r.add_argument("experiment")
+    r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    r.add_argument("--data-dir", help="folder laid out like shared/data (default: $SLBJAX_DATA)")
+    r.add_argument("--workdir", help="the run's own folder (default: a fresh one under runs/)")
+    r.add_argument("--smoke", action="store_true", help="tiny size, for a quick check")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    r.set_defaults(fn=cmd_run)
+
+    pr = sub.add_parser("predict", help="predict trajectories with a finished iMOE run")
+    pr.add_argument("--run", required=True, help="run folder")
+    pr.add_argument("--input", required=True, help="a cell file or a folder of cell files")
+    pr.add_argument("-o", "--output", help="output CSV (default: standard output)")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    pr.set_defaults(fn=cmd_predict)
+
+    g = sub.add_parser("generate", help="generate pulse features with a finished CVAE run")
+    g.add_argument("--run", required=True, help="run folder")
+    g.add_argument("--soc", type=float, required=True, help="SOC as a fraction, e.g. 0.30")
+    g.add_argument("--soh", type=float, required=True, help="SOH as a fraction, e.g. 0.85")
+    g.add_argument("-n", type=int, default=1000, help="number of samples")
+    g.add_argument("-o", "--output", required=True, help="output CSV (never overwritten)")
+    g.add_argument("--case", type=int, default=None, help="which case's model (default: all-SOC)")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(fn=cmd_generate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except SlbjaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""iMOE runs: config, data -> windows -> training -> evaluation -> run folder.
+
+Writes into the run folder (besides ``config.json`` / ``metrics.json`` written
+by the CLI): ``per_cell_metrics.csv``, ``predictions.csv`` (test cells),
+``history.csv`` (per-epoch losses), ``data_report.json`` (windows per cell,
+too-short cells, what the data can and cannot evaluate) and the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+
+from slbjax import checkpoint, metrics
+from slbjax.config import to_dict
+from slbjax.data.cells import Cell
+from slbjax.data.features import Normaliser
+from slbjax.data.imoe_files import load_split
+from slbjax.data.synthetic import cohort_split, generate_cohort
+from slbjax.data.windows import Windows, build_windows
+from slbjax.errors import ConfigError, DataError
+from slbjax.models.imoe import IMOE
+from slbjax.paths import require_data_dir
+from slbjax.rundir import write_json
+from slbjax.train.imoe import Batch, LossWeights, fit, predict
+
+
+@dataclasses.dataclass(frozen=True)
+class ImoeData:
+    """Which cells, and how samples are cut from them.
+
+    Attributes:
+      dataset: ``synthetic`` (built-in cohort), ``UL``, ``LSD`` or ``TPSL``.
+      subset: UL: ``NCA``, ``NCM``, ``NCMNCA``; TPSL: ``Fixed``, ``Arbitrary``.
+      condition: UL cycling condition, e.g. ``CY25-05_1``.
+      soc_start: random initial SOC of the partial charge (20, 30, 40, 50 %).
+      horizon: L, future cycles predicted per sample.
+      max_windows_per_cell: cap on samples per cell (0: no cap; the authors
+        use the first 19 for TPSL).
+      skip_first: leading rows never used as a start (the authors skip row 0 for LSD).
+      synthetic_cells, synthetic_seed: size and seed of the built-in cohort.
+    """
+
+    dataset: Literal["synthetic", "UL", "LSD", "TPSL"] = "synthetic"
+    subset: str = "NCA"
+    condition: str = "CY25-05_1"
+    soc_start: int = 20
+    horizon: int = 50
+    max_windows_per_cell: int = 0
+    skip_first: int = 0
+    synthetic_cells: int = 160
+    synthetic_seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ImoeModel:
+    """See :class:`slbjax.models.imoe.IMOE`.
+
+    ``target_scaling``: the head's output is affinely scaled by the mean and
+    standard deviation of the training capacities (the published code
+    predicts raw Ah from a zero-centred output, which takes thousands of
+    epochs to drift to ~3 Ah).
+    ``load_scaling``: the future load is standardised per channel with
+    training statistics before the LSTM (the published code feeds raw
+    currents and temperatures of 25-45 degC, which saturate the LSTM gates).
+    """
+
+    num_experts: int = 5
+    top_k: int = 2
+    gate: Literal["authors", "topk_softmax"] = "authors"
+    gate_alpha: float = 10.0
+    hidden: int = 64
+    bidirectional: bool = True
+    router: Literal["moe", "linear"] = "moe"
+    use_load: bool = True
+    target_scaling: bool = True
+    load_scaling: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ImoeTrain:
+    """Optimisation.  Defaults: the paper's Adam, lr 1e-4, batch 32, and
+    loss weights alpha 0.75 (trajectory MSE), beta 0.25 (router CV^2 loss).
+    Early stopping and the best checkpoint use the validation trajectory MSE only.
+    """
+
+    epochs: int = 3000
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    patience: int = 500
+    seed: int = 0
+    mse_weight: float = 0.75
+    router_loss_weight: float = 0.25
+    router_loss_eps: float = 1e-10
+    chunk: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class ImoeConfig:
+    family: ClassVar[str] = "imoe"
+    data: ImoeData = ImoeData()
+    model: ImoeModel = ImoeModel()
+    train: ImoeTrain = ImoeTrain()
+
+    def validate(self) -> None:
+        d, m, t = self.data, self.model, self.train
+        checks = [
+            (d.soc_start in (20, 30, 40, 50), f"data.soc_start must be 20, 30, 40 or 50, got {d.soc_start}"),
+            (d.horizon >= 1, f"data.horizon must be >= 1, got {d.horizon}"),
+            (d.max_windows_per_cell >= 0, "data.max_windows_per_cell must be >= 0"),
+            (d.synthetic_cells >= 10, "data.synthetic_cells must be >= 10"),
+            (m.num_experts >= 1, f"model.num_experts must be >= 1, got {m.num_experts}"),
+            (1 <= m.top_k <= m.num_experts,
+             f"model.top_k must be between 1 and model.num_experts ({m.num_experts}), got {m.top_k}"),
+            (m.hidden >= 1, "model.hidden must be >= 1"),
+            (t.epochs >= 1 and t.batch_size >= 1 and t.patience >= 1,
+             "train.epochs, train.batch_size and train.patience must be >= 1"),
+            (t.learning_rate > 0, "train.learning_rate must be > 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+
+CONFIG_CLASS = ImoeConfig
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class Splits:
+    train: list[Cell]
+    val: list[Cell]
+    test: list[Cell]
+    notes: list[str]
+
+
+def load_cells(cfg: ImoeConfig, data_dir: Path | None) -> Splits:
+    """The cells of each role, for any dataset."""
+    d = cfg.data
+    if d.dataset == "synthetic":
+        cells = generate_cohort(d.synthetic_cells, d.synthetic_seed, min_cycles=d.horizon + 20)
+        train, val, test = cohort_split(cells)
+        return Splits(train, val, test, [f"synthetic cohort: {len(cells)} cells, seed {d.synthetic_seed}"])
+    root = require_data_dir(data_dir, f"dataset {d.dataset}")
+    split = load_split(root, d.dataset, d.subset, d.condition)
+    notes = []
+    if split.missing:
+        notes.append(
+            f"{d.dataset}-{d.subset}: {len(split.missing)} files of the reference split are not in "
+            f"{root} ({', '.join(split.missing[:6])}{' ...' if len(split.missing) > 6 else ''})"
+        )
+    return Splits(split.train, split.val, split.test, notes)
+
+
+def windows_for(cfg: ImoeConfig, cells: list[Cell]) -> Windows | None:
+    if not cells:
+        return None
+    d = cfg.data
+    return build_windows(
+        cells, d.horizon, d.soc_start, max_windows_per_cell=d.max_windows_per_cell or None,
+        skip_first=d.skip_first,
+    )
+
+
+def fit_load_normaliser(w: Windows, enabled: bool) -> Normaliser:
+    """Per-channel standardisation of the load (identity when disabled)."""
+    if not enabled:
+        return Normaliser(mean=np.zeros(3), std=np.ones(3))
+    return Normaliser.fit(w.load.reshape(-1, 3))
+
+
+def to_batch(w: Windows, norm: Normaliser, load_norm: Normaliser) -> Batch:
+    return Batch(
+        qv=w.qv.astype(np.float32),
+        features=norm.apply(w.features).astype(np.float32),
+        load=load_norm.apply(w.load).astype(np.float32),
+        target=w.target.astype(np.float32),
+    )
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(cfg: ImoeConfig, target_mean: float = 0.0, target_std: float = 1.0) -> IMOE:
+    m = cfg.model
+    return IMOE(
+        num_experts=m.num_experts, top_k=m.top_k, horizon=cfg.data.horizon, gate=m.gate,
+        gate_alpha=m.gate_alpha, hidden=m.hidden, bidirectional=m.bidirectional,
+        router=m.router, use_load=m.use_load, target_mean=target_mean, target_std=target_std,
+    )
+
+
+def _has(w: Windows | None) -> bool:
+    return w is not None and len(w) > 0
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, float]:
+    """Trains and evaluates one iMOE model; returns the flat metrics."""
+    cfg.validate()
+    d = cfg.data
+    _log(f"[data] loading {d.dataset} {d.subset if d.dataset in ('UL', 'TPSL') else ''} "
+         f"{d.condition if d.dataset == 'UL' else ''}".rstrip())
+    splits = load_cells(cfg, data_dir)
+    wins = {role: windows_for(cfg, getattr(splits, role)) for role in ("train", "val", "test")}
+    report = {
+        "notes": list(splits.notes),
+        "cells": {role: [c.name for c in getattr(splits, role)] for role in wins},
+        "windows": {role: (w.report if w is not None else {}) for role, w in wins.items()},
+    }
+    for role, w in wins.items():
+        if w is not None and w.too_short:
+            report["notes"].append(
+                f"{role}: cells shorter than horizon+1 = {d.horizon + 1} cycles give no sample: "
+                f"{', '.join(w.too_short)}"
+            )
+    if not _has(wins["train"]):
+        write_json(run_dir / "data_report.json", report)
+        raise DataError(
+            run_dir / "data_report.json",
+            f"no training sample: every training cell is shorter than horizon+1 = {d.horizon + 1} "
+            "cycles or missing; lower data.horizon",
+        )
+    if not _has(wins["val"]):
+        report["notes"].append(
+            "no validation sample: early stopping and best-checkpoint choice are impossible; "
+            "the parameters after train.epochs epochs are kept"
+        )
+    if not _has(wins["test"]):
+        report["notes"].append("no test sample: test metrics are not computed (null)")
+    for note in report["notes"]:
+        _log(f"[data] {note}")
+
+    norm = Normaliser.fit(wins["train"].features)
+    load_norm = fit_load_normaliser(wins["train"], cfg.model.load_scaling)
+    batches = {role: to_batch(w, norm, load_norm) for role, w in wins.items() if _has(w)}
+    tr = batches["train"]
+    t_mean, t_std = (float(tr.target.mean()), float(tr.target.std())) if cfg.model.target_scaling else (0.0, 1.0)
+    model = build_model(cfg, t_mean, t_std)
+    _log(f"[train] {tr.size} train / {batches['val'].size if 'val' in batches else 0} val / "
+         f"{batches['test'].size if 'test' in batches else 0} test windows; "
+         f"{int(np.ceil(tr.size / cfg.train.batch_size))} steps per epoch")
+
+    t = cfg.train
+    val = batches.get("val")
+    result = fit(
+        model, tr, val if val is not None else tr, seed=t.seed, epochs=t.epochs,
+        batch_size=t.batch_size, learning_rate=t.learning_rate,
+        patience=t.patience if val is not None else t.epochs + 1,
+        weights=LossWeights(t.mse_weight, t.router_loss_weight, t.router_loss_eps), chunk=t.chunk,
+        log=lambda s: _log(f"[train] {s}"),
+    )
+    params = result.params
+    if val is None:
+        report["notes"].append("best epoch chosen on training MSE (no validation cells)")
+
+    out: dict[str, float] = {
+        "train_seconds": result.seconds,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_val_mse": result.best_val_mse if val is not None else float("nan"),
+    }
+    per_cell_rows = []
+    for role in ("train", "val", "test"):
+        if role not in batches:
+            out.update({f"{role}_mape_pct": float("nan"), f"{role}_rmse_ah": float("nan"),
+                        f"{role}_r2": float("nan"), f"{role}_windows": 0})
+            continue
+        pred, gates = predict(model, params, batches[role])
+        w = wins[role]
+        m = metrics.trajectory_metrics(pred, w.target)
+        out.update({f"{role}_mape_pct": m["mape_pct"], f"{role}_rmse_ah": m["rmse_ah"],
+                    f"{role}_r2": m["r2"], f"{role}_windows": len(w)})
+        for ci, name in enumerate(w.cell_names):
+            sel = w.cell_index == ci
+            if sel.any():
+                mc = metrics.trajectory_metrics(pred[sel], w.target[sel])
+                per_cell_rows.append({"role": role, "cell": name, "windows": int(sel.sum()), **mc})
+        if role == "test":
+            prediction_table(w, pred).to_csv(run_dir / "predictions.csv", index=False)
+            pd.DataFrame(gates, columns=[f"w{e}" for e in range(gates.shape[1])]).assign(
+                cell=[w.cell_names[i] for i in w.cell_index], start_cycle=w.start_cycle
+            ).to_csv(run_dir / "router_weights.csv", index=False)
+    pd.DataFrame(per_cell_rows).to_csv(run_dir / "per_cell_metrics.csv", index=False)
+    pd.DataFrame({"epoch": np.arange(1, len(result.history["val_mse"]) + 1), **result.history}).to_csv(
+        run_dir / "history.csv", index=False
+    )
+    write_json(run_dir / "data_report.json", report)
+    checkpoint.save(
+        run_dir, result.best_epoch, params,
+        {
+            "family": "imoe",
+            "config": to_dict(cfg),
+            "feature_normaliser": norm.to_dict(),
+            "load_normaliser": load_norm.to_dict(),
+            "target_mean": t_mean,
+            "target_std": t_std,
+            "num_features": int(tr.features.shape[1]),
+        },
+    )
+    _log(f"[eval] test MAPE {out['test_mape_pct']:.3f} %  RMSE {out['test_rmse_ah']:.4f} Ah  "
+         f"R2 {out['test_r2']:.4f}  ({result.seconds:.1f} s training)")
+    return out
+
+
+def prediction_table(w: Windows, pred: np.ndarray, truth: np.ndarray | None = None) -> pd.DataFrame:
+    """Long table: cell, start_cycle, step, predicted_capacity_ah, true_capacity_ah."""
+    m, horizon = pred.shape
+    truth = w.target if truth is None else truth
+    return pd.DataFrame({
+        "cell": np.repeat(np.asarray(w.cell_names, dtype=object)[w.cell_index], horizon),
+        "start_cycle": np.repeat(w.start_cycle, horizon),
+        "step": np.tile(np.arange(horizon), m),
+        "predicted_capacity_ah": pred.reshape(-1),
+        "true_capacity_ah": np.asarray(truth, dtype=np.float64).reshape(-1),
+    })
