@@ -122,3 +122,20 @@ def test_early_stopping_stops_and_keeps_best():
     assert r.best_val_mse == pytest.approx(min(r.history["val_mse"]))
     pb, _ = predict(model, r.params, val)
     assert float(np.mean((pb - val.target) ** 2)) == pytest.approx(r.best_val_mse, rel=1e-4)
+
+
+def test_vmapped_members_equal_separate_trainings():
+    from slbjax.train.imoe import fit_members
+
+    train, val = _batch(48, seed=0), _batch(16, seed=1)
+    model = _model(target_mean=float(train.target.mean()), target_std=float(train.target.std()))
+    kw = dict(epochs=6, batch_size=16, learning_rate=1e-2, patience=2, chunk=3, log=lambda s: None)
+    members = fit_members(model, train, val, seeds=[3, 7], **kw)
+    for seed, m in zip([3, 7], members, strict=True):
+        alone = fit(model, train, val, seed=seed, **kw)
+        assert m.epochs_run == alone.epochs_run and m.best_epoch == alone.best_epoch
+        np.testing.assert_allclose(m.history["val_mse"], alone.history["val_mse"], rtol=1e-5)
+        for a, b in zip(jax.tree_util.tree_leaves(m.params), jax.tree_util.tree_leaves(alone.params),
+                        strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    assert members[0].history["val_mse"] != members[1].history["val_mse"]

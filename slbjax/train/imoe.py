@@ -19,7 +19,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -127,7 +127,9 @@ def make_chunk_fn(
     weights: LossWeights,
     chunk: int,
 ) -> Callable:
-    """Builds ``run_chunk(carry, key, train, val) -> (carry, (train_loss[chunk], val_mse[chunk]))``.
+    """Builds ``run_chunk(carry, key, train, val) -> (carry, (train_loss, train_mse, val_mse))``.
+
+    Each log is [chunk]; epochs after a member stopped are NaN.
 
     ``key`` is the member's base key; epoch e uses ``fold_in(key, e)``.
     """
@@ -138,11 +140,11 @@ def make_chunk_fn(
         params, opt_state = carry_pv
         idx, mask, rng = xs
         batch = train.take(idx)
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (loss, (mse, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, model, batch, mask, rng, weights
         )
         upd, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, upd), opt_state), loss
+        return (optax.apply_updates(params, upd), opt_state), (loss, mse)
 
     def one_epoch(carry: Carry, key, train: Batch, val: Batch):
         ekey = jax.random.fold_in(key, carry.epoch)
@@ -155,10 +157,12 @@ def make_chunk_fn(
             mask.reshape(steps, batch_size),
             jax.random.split(step_key, steps),
         )
-        (params, opt_state), losses = jax.lax.scan(
+        (params, opt_state), (losses, mses) = jax.lax.scan(
             lambda c, x: update(c, x, train), (carry.params, carry.opt_state), xs
         )
-        train_loss = (losses * mask.reshape(steps, batch_size).sum(1)).sum() / num_train
+        per_step = mask.reshape(steps, batch_size).sum(1)
+        train_loss = (losses * per_step).sum() / num_train
+        train_mse = (mses * per_step).sum() / num_train
         val_mse = eval_mse(params, model, val)
         improved = val_mse < carry.best_val
         since_best = jnp.where(improved, 0, carry.since_best + 1)
@@ -177,7 +181,8 @@ def make_chunk_fn(
         # A stopped member keeps its state: the epoch is computed but discarded.
         out = jax.tree_util.tree_map(lambda a, b: jnp.where(carry.stopped, b, a), new, carry)
         nan = jnp.asarray(jnp.nan, jnp.float32)
-        return out, (jnp.where(carry.stopped, nan, train_loss), jnp.where(carry.stopped, nan, val_mse))
+        logs = (train_loss, train_mse, val_mse)
+        return out, tuple(jnp.where(carry.stopped, nan, x) for x in logs)
 
     def run_chunk(carry: Carry, key, train: Batch, val: Batch):
         return jax.lax.scan(lambda c, _: one_epoch(c, key, train, val), carry, None, length=chunk)
@@ -187,21 +192,23 @@ def make_chunk_fn(
 
 @dataclasses.dataclass
 class TrainResult:
+    """Outcome of one member's training."""
+
     params: Any  # best parameters (lowest validation MSE)
     best_val_mse: float
     best_epoch: int
     epochs_run: int
-    seconds: float
-    seconds_per_epoch: float
+    seconds: float  # wall time of the whole (ensemble) training
+    seconds_per_epoch: float  # after compilation, for the whole ensemble
     history: dict[str, list[float]]
 
 
-def fit(
+def fit_members(
     model: IMOE,
     train: Batch,
     val: Batch,
     *,
-    seed: int,
+    seeds: Sequence[int],
     epochs: int,
     batch_size: int,
     learning_rate: float,
@@ -209,53 +216,77 @@ def fit(
     weights: LossWeights = LossWeights(),
     chunk: int = 10,
     log: Callable[[str], None] | None = None,
-) -> TrainResult:
-    """Trains one model with Adam and early stopping on validation trajectory MSE."""
+) -> list[TrainResult]:
+    """Trains one model per seed in ONE jit-compiled program.
+
+    Parameters, optimizer states and keys are stacked on a leading member
+    axis and the epoch function is vmapped over it; each member stops early
+    on its own.  Member i gets exactly the numbers a single training with
+    ``seeds[i]`` gets.
+    """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    key = jax.random.key(seed)
-    init_key, train_key = jax.random.split(key)
-    params = init_params(model, init_key, train)
+    n = len(seeds)
+    keys = jax.vmap(lambda s: jnp.stack(jax.random.split(jax.random.key(s))))(jnp.asarray(seeds))
+    init_keys, train_keys = keys[:, 0], keys[:, 1]
     tx = optax.adam(learning_rate)
+    carry = jax.vmap(lambda k: init_carry(init_params(model, k, train), tx))(init_keys)
     chunk = max(1, min(chunk, epochs))
-    run_chunk = jax.jit(
-        make_chunk_fn(
-            model, tx, num_train=train.size, batch_size=batch_size, patience=patience,
-            weights=weights, chunk=chunk,
-        )
+    one = make_chunk_fn(
+        model, tx, num_train=train.size, batch_size=batch_size, patience=patience,
+        weights=weights, chunk=chunk,
     )
+    run_chunk = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
     train_d = Batch(*map(jnp.asarray, train))
     val_d = Batch(*map(jnp.asarray, val))
-    carry = init_carry(params, tx)
-    hist_train, hist_val = [], []
+    hist = [{"train_loss": [], "train_mse": [], "val_mse": []} for _ in range(n)]
     t0 = time.perf_counter()
     t_first = None
     done = 0
     while done < epochs:
-        carry, (tl, vl) = run_chunk(carry, train_key, train_d, val_d)
-        tl, vl = np.asarray(tl), np.asarray(vl)
+        carry, logs = run_chunk(carry, train_keys, train_d, val_d)
+        tl, tm, vl = (np.asarray(x) for x in logs)  # [n, chunk]
         if t_first is None:
-            t_first = time.perf_counter()  # first chunk includes compilation
+            t_first = time.perf_counter()  # the first chunk includes compilation
             first_chunk_epochs = chunk
         done += chunk
-        keep = ~np.isnan(vl)
-        hist_train.extend(tl[keep].tolist())
-        hist_val.extend(vl[keep].tolist())
-        log(
-            f"epoch {int(carry.epoch):5d}/{epochs}  train loss {tl[keep][-1] if keep.any() else float('nan'):.3e}  "
-            f"val mse {float(carry.best_val):.3e} (best @ {int(carry.best_epoch) + 1})"
-        )
-        if bool(carry.stopped):
-            log(f"early stop: no improvement for {patience} epochs")
+        for i in range(n):
+            keep = ~np.isnan(vl[i])
+            for name, x in zip(hist[i], (tl[i], tm[i], vl[i]), strict=True):
+                hist[i][name].extend(x[keep].tolist())
+        active = ~np.asarray(carry.stopped)
+        best = np.asarray(carry.best_val)
+        if n == 1 and not np.isnan(vl[0]).all():
+            k = ~np.isnan(vl[0])
+            log(
+                f"epoch {int(carry.epoch[0]):5d}/{epochs}  loss {tl[0][k][-1]:.3e}  train mse "
+                f"{tm[0][k][-1]:.3e}  val mse {vl[0][k][-1]:.3e}  best {best[0]:.3e} "
+                f"@ {int(carry.best_epoch[0]) + 1}"
+            )
+        elif n > 1:
+            log(f"epoch {done:5d}/{epochs}  members training {int(active.sum())}/{n}  "
+                f"best val mse {best.min():.3e} .. {best.max():.3e}")
+        if not active.any():
+            log(f"early stop: no improvement for {patience} epochs"
+                + (" in every member" if n > 1 else ""))
             break
     seconds = time.perf_counter() - t0
     steady_epochs = done - first_chunk_epochs  # epochs computed after compilation
     per_epoch = (time.perf_counter() - t_first) / steady_epochs if steady_epochs > 0 else seconds / done
-    return TrainResult(
-        params=jax.device_get(carry.best_params),
-        best_val_mse=float(carry.best_val),
-        best_epoch=int(carry.best_epoch) + 1,
-        epochs_run=int(carry.epoch),
-        seconds=seconds,
-        seconds_per_epoch=per_epoch,
-        history={"train_loss": hist_train, "val_mse": hist_val},
-    )
+    best_params = jax.device_get(carry.best_params)
+    return [
+        TrainResult(
+            params=jax.tree_util.tree_map(lambda x, i=i: x[i], best_params),
+            best_val_mse=float(carry.best_val[i]),
+            best_epoch=int(carry.best_epoch[i]) + 1,
+            epochs_run=int(carry.epoch[i]),
+            seconds=seconds,
+            seconds_per_epoch=per_epoch,
+            history=hist[i],
+        )
+        for i in range(n)
+    ]
+
+
+def fit(model: IMOE, train: Batch, val: Batch, *, seed: int, **kwargs) -> TrainResult:
+    """Trains one model (an ensemble of one); see :func:`fit_members`."""
+    return fit_members(model, train, val, seeds=[seed], **kwargs)[0]
