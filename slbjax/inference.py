@@ -25,7 +25,7 @@ from slbjax.data.imoe_files import find_cell_files, load_cell_file
 from slbjax.errors import DataError, RunDirError
 from slbjax.models.imoe import batched_apply
 from slbjax.rundir import read_run_config
-from slbjax.runners.imoe import ImoeConfig, build_model
+from slbjax.runners.imoe import ImoeConfig, build_model, ensemble_summary
 
 PREDICT_COLUMNS = ["cell", "start_cycle", "step", "predicted_capacity_ah", "true_capacity_ah"]
 
@@ -62,7 +62,9 @@ class Run:
       path: the run folder.
       experiment: experiment name.
       config: the resolved :class:`ImoeConfig`.
-      params: model parameters (numpy pytree), loaded without optimizer state.
+      params: model parameters (numpy pytree with a leading member axis of
+        size ``ensemble_size``), loaded without optimizer state.
+      ensemble_size: number of members (1 for a single model).
       feature_normaliser: standardisation fitted on the training cells.
       load_normaliser: standardisation of the future load (identity if unused).
       model: the flax module (target scaling included).
@@ -72,15 +74,22 @@ class Run:
     experiment: str
     config: ImoeConfig
     params: Any
+    ensemble_size: int
     feature_normaliser: Normaliser
     load_normaliser: Normaliser
     model: Any
 
     def __post_init__(self):
-        self._fn = jax.jit(lambda p, q, f, u: batched_apply(self.model, p, q, f, u))
+        self._fn = jax.jit(jax.vmap(lambda p, q, f, u: batched_apply(self.model, p, q, f, u)[0],
+                                    in_axes=(0, None, None, None)))
 
     def predict_cells(self, cells: Iterable[Cell]) -> pd.DataFrame:
-        """Trajectory from every valid cycle of each cell; columns ``PREDICT_COLUMNS``."""
+        """Trajectory from every valid cycle of each cell.
+
+        Columns ``PREDICT_COLUMNS``; for an ensemble the prediction is the
+        members' mean and ``lower90_ah`` / ``upper90_ah`` give its nominal 90 %
+        interval (see :func:`slbjax.runners.imoe.ensemble_summary`).
+        """
         horizon, soc = self.config.data.horizon, self.config.data.soc_start
         nfeat = self.feature_normaliser.mean.shape[0]
         frames = []
@@ -97,20 +106,24 @@ class Run:
                 continue
             feats = self.feature_normaliser.apply(x["features"]).astype(np.float32)
             load = self.load_normaliser.apply(x["load"]).astype(np.float32)
-            pred = []
+            members = []
             for s in range(0, len(feats), 4096):
-                y, _ = self._fn(self.params, x["qv"][s:s + 4096].astype(np.float32),
-                                feats[s:s + 4096], load[s:s + 4096])
-                pred.append(np.asarray(y))
-            pred = np.concatenate(pred)
-            n = pred.shape[0]
-            frames.append(pd.DataFrame({
+                y = self._fn(self.params, x["qv"][s:s + 4096].astype(np.float32),
+                             feats[s:s + 4096], load[s:s + 4096])
+                members.append(np.asarray(y, dtype=np.float64))
+            ens = ensemble_summary(np.concatenate(members, 1))
+            n = ens["mean"].shape[0]
+            frame = pd.DataFrame({
                 "cell": cell.name,
                 "start_cycle": np.repeat(x["start_cycle"], horizon),
                 "step": np.tile(np.arange(horizon), n),
-                "predicted_capacity_ah": pred.reshape(-1).astype(np.float64),
+                "predicted_capacity_ah": ens["mean"].reshape(-1),
                 "true_capacity_ah": x["truth"].reshape(-1),
-            }))
+            })
+            if self.ensemble_size > 1:
+                frame["lower90_ah"] = ens["lower"].reshape(-1)
+                frame["upper90_ah"] = ens["upper"].reshape(-1)
+            frames.append(frame)
         if not frames:
             return pd.DataFrame(columns=PREDICT_COLUMNS)
         return pd.concat(frames, ignore_index=True)
@@ -136,6 +149,7 @@ def load_run(path: str | os.PathLike) -> Run:
     model = build_model(cfg, float(meta["target_mean"]), float(meta["target_std"]))
     return Run(
         path=path, experiment=experiment, config=cfg, params=params,
+        ensemble_size=int(meta.get("ensemble_size", 1)),
         feature_normaliser=Normaliser.from_dict(meta["feature_normaliser"]),
         load_normaliser=Normaliser.from_dict(meta["load_normaliser"]), model=model,
     )

@@ -32,3 +32,11 @@ def r2(pred: np.ndarray, true: np.ndarray) -> float:
 def trajectory_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """MAPE (%), RMSE (Ah) and R^2 over every point of [M, L] trajectories."""
     return {"mape_pct": mape_pct(pred, true), "rmse_ah": rmse(pred, true), "r2": r2(pred, true)}
+
+
+def coverage(lower: np.ndarray, upper: np.ndarray, true: np.ndarray) -> float:
+    """Prediction-interval coverage probability: share of known truths inside [lower, upper]."""
+    true = np.asarray(true, np.float64)
+    ok = np.isfinite(true)
+    inside = (true >= lower) & (true <= upper)
+    return float(inside[ok].mean()) if ok.any() else float("nan")

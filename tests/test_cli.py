@@ -139,3 +139,28 @@ def test_predict_on_a_folder_that_is_not_a_run(tmp_path, capsys):
 def test_console_script_runs_as_a_module():
     out = subprocess.run([sys.executable, "-m", "slbjax.cli", "list"], capture_output=True, text=True)
     assert out.returncode == 0 and "imoe-ul" in out.stdout
+
+
+def test_ensemble_run_reports_intervals_and_reloads_all_members(tmp_path):
+    run_dir = tmp_path / "ens"
+    assert main(["run", "imoe-synthetic", "--smoke", "--workdir", str(run_dir),
+                 "--set", "train.ensemble_size=3"]) == 0
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["ensemble_size"] == 3
+    for key in ("ensemble_test_mape_pct", "picp90", "interval_width90_ah", "member2_test_mape_pct"):
+        assert isinstance(m[key], float), key
+    assert 0.0 <= m["picp90"] <= 1.0 and m["interval_width90_ah"] > 0
+    member = [m[f"member{i}_test_mape_pct"] for i in range(3)]
+    assert len(set(member)) == 3  # the members differ
+    saved = pd.read_csv(run_dir / "predictions.csv")
+    assert {"lower90_ah", "upper90_ah"} <= set(saved.columns)
+    assert (saved.lower90_ah <= saved.predicted_capacity_ah).all()
+    run = load_run(run_dir)
+    assert run.ensemble_size == 3
+    d = run.config.data
+    _, _, test = cohort_split(generate_cohort(d.synthetic_cells, d.synthetic_seed, min_cycles=d.horizon + 20))
+    table = run.predict_cells(test)
+    merged = saved.merge(table, on=["cell", "start_cycle", "step"], suffixes=("_run", "_reload"))
+    assert len(merged) == len(saved)
+    for col in ("predicted_capacity_ah", "lower90_ah", "upper90_ah"):
+        np.testing.assert_allclose(merged[f"{col}_run"], merged[f"{col}_reload"], rtol=1e-5, atol=1e-6)

@@ -27,7 +27,7 @@ from slbjax.errors import ConfigError, DataError
 from slbjax.models.imoe import IMOE
 from slbjax.paths import require_data_dir
 from slbjax.rundir import write_json
-from slbjax.train.imoe import Batch, LossWeights, fit, predict
+from slbjax.train.imoe import Batch, LossWeights, fit_members, predict_members, stack_members
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +87,8 @@ class ImoeTrain:
     """Optimisation.  Defaults: the paper's Adam, lr 1e-4, batch 32, and
     loss weights alpha 0.75 (trajectory MSE), beta 0.25 (router CV^2 loss).
     Early stopping and the best checkpoint use the validation trajectory MSE only.
+    ``ensemble_size`` N > 1 trains N members (seeds seed .. seed+N-1) in one
+    vmapped program; predictions are the members' mean with a 90 % interval.
     """
 
     epochs: int = 3000
@@ -94,6 +96,7 @@ class ImoeTrain:
     learning_rate: float = 1e-4
     patience: int = 500
     seed: int = 0
+    ensemble_size: int = 1
     mse_weight: float = 0.75
     router_loss_weight: float = 0.25
     router_loss_eps: float = 1e-10
@@ -121,6 +124,7 @@ class ImoeConfig:
             (t.epochs >= 1 and t.batch_size >= 1 and t.patience >= 1,
              "train.epochs, train.batch_size and train.patience must be >= 1"),
             (t.learning_rate > 0, "train.learning_rate must be > 0"),
+            (t.ensemble_size >= 1, "train.ensemble_size must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -256,23 +260,25 @@ def run(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
 
     t = cfg.train
     val = batches.get("val")
-    result = fit(
-        model, tr, val if val is not None else tr, seed=t.seed, epochs=t.epochs,
+    seeds = [t.seed + i for i in range(t.ensemble_size)]
+    results = fit_members(
+        model, tr, val if val is not None else tr, seeds=seeds, epochs=t.epochs,
         batch_size=t.batch_size, learning_rate=t.learning_rate,
         patience=t.patience if val is not None else t.epochs + 1,
         weights=LossWeights(t.mse_weight, t.router_loss_weight, t.router_loss_eps), chunk=t.chunk,
         log=lambda s: _log(f"[train] {s}"),
     )
-    params = result.params
+    params = stack_members([r.params for r in results])
     if val is None:
         report["notes"].append("best epoch chosen on training MSE (no validation cells)")
 
     out: dict[str, float] = {
-        "train_seconds": result.seconds,
-        "seconds_per_epoch": result.seconds_per_epoch,
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "best_val_mse": result.best_val_mse if val is not None else float("nan"),
+        "train_seconds": results[0].seconds,
+        "seconds_per_epoch": results[0].seconds_per_epoch,
+        "epochs_run": max(r.epochs_run for r in results),
+        "best_epoch": results[0].best_epoch,
+        "best_val_mse": results[0].best_val_mse if val is not None else float("nan"),
+        "ensemble_size": len(results),
     }
     per_cell_rows = []
     for role in ("train", "val", "test"):
@@ -280,31 +286,47 @@ def run(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
             out.update({f"{role}_mape_pct": float("nan"), f"{role}_rmse_ah": float("nan"),
                         f"{role}_r2": float("nan"), f"{role}_windows": 0})
             continue
-        pred, gates = predict(model, params, batches[role])
+        member_pred, gates = predict_members(model, params, batches[role])  # [N, M, L], [N, M, E]
         w = wins[role]
-        m = metrics.trajectory_metrics(pred, w.target)
+        ens = ensemble_summary(member_pred)
+        m = metrics.trajectory_metrics(ens["mean"], w.target)
         out.update({f"{role}_mape_pct": m["mape_pct"], f"{role}_rmse_ah": m["rmse_ah"],
                     f"{role}_r2": m["r2"], f"{role}_windows": len(w)})
+        if len(results) > 1:
+            member_mapes = [metrics.mape_pct(p, w.target) for p in member_pred]
+            out.update({f"member{i}_{role}_mape_pct": v for i, v in enumerate(member_mapes)})
+            out[f"member_mean_{role}_mape_pct"] = float(np.mean(member_mapes))
+            out[f"ensemble_{role}_mape_pct"] = m["mape_pct"]
+            out[f"{role}_picp90"] = metrics.coverage(ens["lower"], ens["upper"], w.target)
+            out[f"{role}_interval_width90_ah"] = float(np.mean(ens["upper"] - ens["lower"]))
         for ci, name in enumerate(w.cell_names):
             sel = w.cell_index == ci
             if sel.any():
-                mc = metrics.trajectory_metrics(pred[sel], w.target[sel])
+                mc = metrics.trajectory_metrics(ens["mean"][sel], w.target[sel])
                 per_cell_rows.append({"role": role, "cell": name, "windows": int(sel.sum()), **mc})
         if role == "test":
-            prediction_table(w, pred).to_csv(run_dir / "predictions.csv", index=False)
-            pd.DataFrame(gates, columns=[f"w{e}" for e in range(gates.shape[1])]).assign(
+            prediction_table(w, ens).to_csv(run_dir / "predictions.csv", index=False)
+            g = gates.mean(0)
+            pd.DataFrame(g, columns=[f"w{e}" for e in range(g.shape[1])]).assign(
                 cell=[w.cell_names[i] for i in w.cell_index], start_cycle=w.start_cycle
             ).to_csv(run_dir / "router_weights.csv", index=False)
+    if len(results) > 1 and "test" in batches:
+        out["ensemble_test_mape_pct"] = out["test_mape_pct"]
+        out["picp90"] = out["test_picp90"]
+        out["interval_width90_ah"] = out["test_interval_width90_ah"]
     pd.DataFrame(per_cell_rows).to_csv(run_dir / "per_cell_metrics.csv", index=False)
-    pd.DataFrame({"epoch": np.arange(1, len(result.history["val_mse"]) + 1), **result.history}).to_csv(
-        run_dir / "history.csv", index=False
-    )
+    hist = pd.concat([
+        pd.DataFrame({"member": i, "epoch": np.arange(1, len(r.history["val_mse"]) + 1), **r.history})
+        for i, r in enumerate(results)
+    ])
+    hist.to_csv(run_dir / "history.csv", index=False)
     write_json(run_dir / "data_report.json", report)
     checkpoint.save(
-        run_dir, result.best_epoch, params,
+        run_dir, results[0].best_epoch, params,
         {
             "family": "imoe",
             "config": to_dict(cfg),
+            "ensemble_size": len(results),
             "feature_normaliser": norm.to_dict(),
             "load_normaliser": load_norm.to_dict(),
             "target_mean": t_mean,
@@ -313,18 +335,44 @@ def run(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
         },
     )
     _log(f"[eval] test MAPE {out['test_mape_pct']:.3f} %  RMSE {out['test_rmse_ah']:.4f} Ah  "
-         f"R2 {out['test_r2']:.4f}  ({result.seconds:.1f} s training)")
+         f"R2 {out['test_r2']:.4f}  ({results[0].seconds:.1f} s training)")
     return out
 
 
-def prediction_table(w: Windows, pred: np.ndarray, truth: np.ndarray | None = None) -> pd.DataFrame:
-    """Long table: cell, start_cycle, step, predicted_capacity_ah, true_capacity_ah."""
+Z90 = 1.6448536269514722  # standard-normal quantile of 0.95
+
+
+def ensemble_summary(member_pred: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean and nominal-90 % interval over members.
+
+    The interval is mean +- 1.645 x the members' standard deviation (a normal
+    approximation: with a handful of members, empirical 5/95 % quantiles would
+    be the min and max).  A single member has a zero-width interval.
+
+    Args:
+      member_pred: [N, M, L] predictions of N members.
+
+    Returns:
+      ``mean``, ``lower``, ``upper``: [M, L].
+    """
+    mean = member_pred.mean(0)
+    std = member_pred.std(0, ddof=1) if member_pred.shape[0] > 1 else np.zeros_like(mean)
+    return {"mean": mean, "lower": mean - Z90 * std, "upper": mean + Z90 * std}
+
+
+def prediction_table(w: Windows, ens: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Long table: cell, start_cycle, step, predicted_capacity_ah, true_capacity_ah
+    (+ lower90_ah, upper90_ah when the interval has width)."""
+    pred = ens["mean"]
     m, horizon = pred.shape
-    truth = w.target if truth is None else truth
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "cell": np.repeat(np.asarray(w.cell_names, dtype=object)[w.cell_index], horizon),
         "start_cycle": np.repeat(w.start_cycle, horizon),
         "step": np.tile(np.arange(horizon), m),
         "predicted_capacity_ah": pred.reshape(-1),
-        "true_capacity_ah": np.asarray(truth, dtype=np.float64).reshape(-1),
+        "true_capacity_ah": np.asarray(w.target, dtype=np.float64).reshape(-1),
     })
+    if np.any(ens["upper"] > ens["lower"]):
+        table["lower90_ah"] = ens["lower"].reshape(-1)
+        table["upper90_ah"] = ens["upper"].reshape(-1)
+    return table

@@ -96,6 +96,25 @@ def predict(model: IMOE, params, data: Batch, batch_size: int = 8192) -> tuple[n
     return np.concatenate(preds), np.concatenate(gates)
 
 
+def stack_members(params_list: Sequence[Any]) -> Any:
+    """Stacks N parameter pytrees on a new leading member axis."""
+    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *params_list)
+
+
+def predict_members(
+    model: IMOE, stacked_params, data: Batch, batch_size: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions [N, M, L] and router weights [N, M, E] of N stacked members."""
+    fn = jax.jit(jax.vmap(lambda p, q, f, u: batched_apply(model, p, q, f, u), in_axes=(0, None, None, None)))
+    preds, gates = [], []
+    for start in range(0, data.size, batch_size):
+        part = data.take(slice(start, start + batch_size))
+        y, w = fn(stacked_params, part.qv, part.features, part.load)
+        preds.append(np.asarray(y))
+        gates.append(np.asarray(w))
+    return np.concatenate(preds, 1), np.concatenate(gates, 1)
+
+
 def init_params(model: IMOE, key, sample: Batch):
     return model.init({"params": key}, sample.qv[0], sample.features[0], sample.load[0])
 
