@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workdir", help="the run's own folder (default: a fresh one under runs/)")
     r.add_argument("--smoke", action="store_true", help="tiny size, for a quick check")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    r.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (multi-host data parallel)")
     r.set_defaults(fn=cmd_run)
 
     pr = sub.add_parser("predict", help="predict trajectories with a finished iMOE run")
@@ -119,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "distributed", False):
+        # must come before any device use; reads the cluster from the environment
+        # (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID)
+        import jax
+
+        jax.distributed.initialize()
     try:
         return args.fn(args)
     except SlbjaxError as e:

@@ -27,7 +27,14 @@ from slbjax.errors import ConfigError, DataError
 from slbjax.models.imoe import IMOE
 from slbjax.paths import require_data_dir
 from slbjax.rundir import write_json
-from slbjax.train.imoe import Batch, LossWeights, fit_members, predict_members, stack_members
+from slbjax.train.imoe import (
+    Batch,
+    LossWeights,
+    data_mesh,
+    fit_members,
+    predict_members,
+    stack_members,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +96,8 @@ class ImoeTrain:
     Early stopping and the best checkpoint use the validation trajectory MSE only.
     ``ensemble_size`` N > 1 trains N members (seeds seed .. seed+N-1) in one
     vmapped program; predictions are the members' mean with a 90 % interval.
+    ``data_parallel`` shards each minibatch over all devices (the batch size
+    must divide by the device count), parameters replicated.
     """
 
     epochs: int = 3000
@@ -97,6 +106,7 @@ class ImoeTrain:
     patience: int = 500
     seed: int = 0
     ensemble_size: int = 1
+    data_parallel: bool = False
     mse_weight: float = 0.75
     router_loss_weight: float = 0.25
     router_loss_eps: float = 1e-10
@@ -129,6 +139,8 @@ class ImoeConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        if t.data_parallel:
+            data_mesh(t.batch_size)  # raises ConfigError if the batch does not divide
 
 
 CONFIG_CLASS = ImoeConfig
@@ -266,6 +278,7 @@ def run(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
         batch_size=t.batch_size, learning_rate=t.learning_rate,
         patience=t.patience if val is not None else t.epochs + 1,
         weights=LossWeights(t.mse_weight, t.router_loss_weight, t.router_loss_eps), chunk=t.chunk,
+        mesh=data_mesh(t.batch_size) if t.data_parallel else None,
         log=lambda s: _log(f"[train] {s}"),
     )
     params = stack_members([r.params for r in results])

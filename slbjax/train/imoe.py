@@ -26,8 +26,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from slbjax.errors import ConfigError
 from slbjax.models.imoe import IMOE, batched_apply
+
+DATA_AXIS = "data"
+
+
+def data_mesh(batch_size: int, devices=None) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: all) for data-parallel training.
+
+    Raises:
+      ConfigError: if the batch does not divide evenly over the devices.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if batch_size % len(devices):
+        raise ConfigError(
+            f"train.batch_size={batch_size} is not divisible by the {len(devices)} devices of the "
+            f"data-parallel mesh; use a multiple of {len(devices)}"
+        )
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 class Batch(NamedTuple):
@@ -145,20 +165,30 @@ def make_chunk_fn(
     patience: int,
     weights: LossWeights,
     chunk: int,
+    mesh: Mesh | None = None,
 ) -> Callable:
     """Builds ``run_chunk(carry, key, train, val) -> (carry, (train_loss, train_mse, val_mse))``.
 
     Each log is [chunk]; epochs after a member stopped are NaN.
 
     ``key`` is the member's base key; epoch e uses ``fold_in(key, e)``.
+    With a ``mesh`` (axis ``"data"``), every minibatch is sharded over its
+    devices while parameters and optimizer state stay replicated: XLA then
+    runs each device's share of the batch and all-reduces the gradients.
     """
     steps = math.ceil(num_train / batch_size)
     padded = steps * batch_size
 
+    def shard(x):
+        if mesh is None:
+            return x
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(DATA_AXIS)))
+
     def update(carry_pv, xs, train: Batch):
         params, opt_state = carry_pv
         idx, mask, rng = xs
-        batch = train.take(idx)
+        batch = Batch(*(shard(x) for x in train.take(idx)))
+        mask = shard(mask)
         (loss, (mse, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, model, batch, mask, rng, weights
         )
@@ -234,6 +264,7 @@ def fit_members(
     patience: int,
     weights: LossWeights = LossWeights(),
     chunk: int = 10,
+    mesh: Mesh | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[TrainResult]:
     """Trains one model per seed in ONE jit-compiled program.
@@ -241,7 +272,8 @@ def fit_members(
     Parameters, optimizer states and keys are stacked on a leading member
     axis and the epoch function is vmapped over it; each member stops early
     on its own.  Member i gets exactly the numbers a single training with
-    ``seeds[i]`` gets.
+    ``seeds[i]`` gets.  With a ``mesh`` (see :func:`data_mesh`) each minibatch
+    is sharded over the mesh's devices (data parallel).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     n = len(seeds)
@@ -252,11 +284,26 @@ def fit_members(
     chunk = max(1, min(chunk, epochs))
     one = make_chunk_fn(
         model, tx, num_train=train.size, batch_size=batch_size, patience=patience,
-        weights=weights, chunk=chunk,
+        weights=weights, chunk=chunk, mesh=mesh,
     )
     run_chunk = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
-    train_d = Batch(*map(jnp.asarray, train))
-    val_d = Batch(*map(jnp.asarray, val))
+    if mesh is not None:  # data and state replicated on every device of the mesh
+        replicated = NamedSharding(mesh, P())
+
+        def put(tree):
+            if jax.process_count() == 1:
+                return jax.device_put(tree, replicated)
+            # several hosts: every process holds the same (small) arrays and
+            # contributes them as its part of one global, replicated array
+            return jax.tree_util.tree_map(
+                lambda x: jax.make_array_from_process_local_data(replicated, np.asarray(x)), tree
+            )
+
+        train_d, val_d = put(Batch(*train)), put(Batch(*val))
+        carry, train_keys = put(carry), put(train_keys)
+    else:
+        train_d = Batch(*map(jnp.asarray, train))
+        val_d = Batch(*map(jnp.asarray, val))
     hist = [{"train_loss": [], "train_mse": [], "val_mse": []} for _ in range(n)]
     t0 = time.perf_counter()
     t_first = None
