@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from pathlib import Path
 
 import chex
 import jax
@@ -95,15 +97,15 @@ def test_scalar_token_fast_path_equals_general_attention(heads):
 def test_cvae_shapes_one_sample_and_vmapped():
     model = PulseCVAE(embed_dim=8, intermediate_dim=6, latent_dim=2)
     x, c = jnp.full((21,), 0.5), jnp.array([0.3, 0.9])
-    params = model.init({"params": jax.random.key(0), "latent": jax.random.key(1)}, x, c)
-    x_hat, mean, logvar = model.apply(params, x, c, rngs={"latent": jax.random.key(2)})
+    params = jax.jit(model.init)({"params": jax.random.key(0), "latent": jax.random.key(1)}, x, c)
+    fn = lambda xi, ci, ki: model.apply(params, xi, ci, rngs={"latent": ki})  # noqa: E731
+    x_hat, mean, logvar = jax.jit(fn)(x, c, jax.random.key(2))
     chex.assert_shape(x_hat, (21,))
     chex.assert_shape([mean, logvar], (2,))
     assert bool(jnp.all((x_hat > 0) & (x_hat < 1)))
     xs, cs = jnp.tile(x, (9, 1)), jnp.tile(c, (9, 1))
     keys = jax.random.split(jax.random.key(3), 9)
-    fn = lambda xi, ci, ki: model.apply(params, xi, ci, rngs={"latent": ki})  # noqa: E731
-    xb, mb, lb = jax.vmap(fn)(xs, cs, keys)
+    xb, mb, lb = jax.jit(jax.vmap(fn))(xs, cs, keys)
     chex.assert_shape(xb, (9, 21))
     chex.assert_shape([mb, lb], (9, 2))
     z = jnp.zeros((2,))
@@ -336,3 +338,30 @@ def test_authors_shift_constants():
     assert runner.AUTHORS_SHIFT_WEIGHT_V == {
         "NMC2.1": 0.043, "NMC21": 0.04, "LFP": 0.0295, "LMO": 0.095
     }  # fmt: skip
+
+
+@pytest.mark.skipif(not os.environ.get("SLBJAX_DATA"), reason="SLBJAX_DATA is not set")
+@pytest.mark.realdata
+def test_cvae_pulse_smoke_on_real_data(tmp_path):
+    cfg = experiments.load("cvae-pulse").get_config(smoke=True)
+    metrics = runner.run(cfg, Path(os.environ["SLBJAX_DATA"]), tmp_path / "run")
+    missing = [k for k in REQUIRED_KEYS if k not in metrics]
+    assert not missing, missing
+    assert metrics["num_rows"] == 670.0
+
+
+def test_cli_run_and_generate(tmp_path, capsys):
+    from slbjax.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["run", "cvae-synthetic", "--smoke", "--workdir", str(run_dir)]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert all(k in metrics for k in REQUIRED_KEYS)
+    assert json.loads((run_dir / "config.json").read_text())["experiment"] == "cvae-synthetic"
+    out = tmp_path / "gen.csv"
+    args = ["generate", "--run", str(run_dir), "--soc", "0.3", "--soh", "0.85", "-n", "4"]
+    assert main([*args, "-o", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 5
+    capsys.readouterr()
+    assert main([*args, "-o", str(out)]) != 0  # refuses to overwrite, no traceback
+    assert "refusing to overwrite" in capsys.readouterr().err
