@@ -26,12 +26,27 @@ CHECKPOINT_DIR = "checkpoints"
 
 def _manager(run_dir: str | Path, *, create: bool) -> ocp.CheckpointManager:
     directory = Path(run_dir).absolute() / CHECKPOINT_DIR
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=create)
+    # in a multi-process run only process 0 writes (parameters are host-local copies)
+    multi = jax.process_count() > 1
+    if create:
+        directory.mkdir(parents=True, exist_ok=True)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1,
+        create=False,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=0, active_processes={0} if multi else None
+        ),
+    )
     return ocp.CheckpointManager(directory, options=options, item_names=("params", "meta"))
 
 
 def save(run_dir: str | Path, step: int, params: Any, meta: dict) -> None:
-    """Saves ``params`` (pytree of arrays) and ``meta`` (JSON-able dict) at ``step``."""
+    """Saves ``params`` (pytree of arrays) and ``meta`` (JSON-able dict) at ``step``.
+
+    In a multi-process run only process 0 saves; the others return at once.
+    """
+    if jax.process_index() != 0:
+        return
     params = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
     with _manager(run_dir, create=True) as mngr:
         mngr.save(

@@ -37,6 +37,13 @@ def cmd_run(args) -> int:
 
     module = _experiments().load(args.experiment)
     cfg = apply_overrides(module.get_config(smoke=args.smoke), args.set or [])
+    if _process_index() != 0:
+        # every process trains (the collectives need them all); only process 0 keeps outputs
+        import tempfile
+
+        run_dir = Path(tempfile.mkdtemp(prefix=f"slbjax-proc{_process_index()}-"))
+        runners.for_config(cfg).run(cfg, resolve_data_dir(args.data_dir), run_dir)
+        return 0
     run_dir = Path(args.workdir) if args.workdir else rundir.default_run_dir(args.experiment)
     run_dir = rundir.prepare_run_dir(run_dir, overwrite=args.overwrite)
     rundir.write_config(run_dir, args.experiment, cfg)
@@ -49,6 +56,29 @@ def cmd_run(args) -> int:
         if k in metrics:
             print(f"{k} = {metrics[k]}")
     return 0
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index() if _DISTRIBUTED else 0
+
+
+_DISTRIBUTED = False
+
+
+def start_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """``jax.distributed.initialize`` with CPU collectives over gloo; before any device use.
+
+    With no arguments JAX detects the cluster (SLURM, Open MPI, TPU/GKE ...);
+    for a hand launch give all three (or JAX_COORDINATOR_ADDRESS).
+    """
+    global _DISTRIBUTED
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+    _DISTRIBUTED = True
 
 
 def _refuse_existing(path: Path | None, overwrite: bool) -> None:
@@ -98,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     r.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first (multi-host data parallel)")
+    r.add_argument("--coordinator", help="with --distributed: host:port of process 0")
+    r.add_argument("--num-processes", type=int, help="with --distributed: number of processes")
+    r.add_argument("--process-id", type=int, help="with --distributed: this process's index")
     r.set_defaults(fn=cmd_run)
 
     pr = sub.add_parser("predict", help="predict trajectories with a finished iMOE run")
@@ -121,13 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "distributed", False):
-        # must come before any device use; reads the cluster from the environment
-        # (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID)
-        import jax
-
-        jax.distributed.initialize()
     try:
+        if getattr(args, "distributed", False):
+            start_distributed(args.coordinator, args.num_processes, args.process_id)
         return args.fn(args)
     except SlbjaxError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -300,7 +300,8 @@ def fit_members(
             )
 
         train_d, val_d = put(Batch(*train)), put(Batch(*val))
-        carry, train_keys = put(carry), put(train_keys)
+        carry = put(carry)
+        train_keys = jax.random.wrap_key_data(put(jax.random.key_data(train_keys)))
     else:
         train_d = Batch(*map(jnp.asarray, train))
         val_d = Batch(*map(jnp.asarray, val))
