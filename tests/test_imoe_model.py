@@ -139,3 +139,17 @@ def test_vmapped_members_equal_separate_trainings():
                         strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
     assert members[0].history["val_mse"] != members[1].history["val_mse"]
+
+
+def test_members_with_different_learning_rates_and_loss_weights_match_separate_runs():
+    from slbjax.train.imoe import LossWeights, fit_members
+
+    train, val = _batch(48, seed=0), _batch(16, seed=1)
+    model = _model(target_mean=float(train.target.mean()), target_std=float(train.target.std()))
+    kw = dict(epochs=4, batch_size=16, patience=10, chunk=2, log=lambda s: None)
+    lrs, ws = [1e-2, 1e-3], [LossWeights(0.75, 0.25), LossWeights(1.0, 0.5)]
+    members = fit_members(model, train, val, seeds=[0, 0], learning_rate=lrs, weights=ws, **kw)
+    for lr, w, m in zip(lrs, ws, members, strict=True):
+        alone = fit(model, train, val, seed=0, learning_rate=lr, weights=w, **kw)
+        np.testing.assert_allclose(m.history["train_loss"], alone.history["train_loss"], rtol=1e-5)
+    assert members[0].history["val_mse"] != members[1].history["val_mse"]

@@ -141,7 +141,9 @@ def init_params(model: IMOE, key, sample: Batch):
 
 class Carry(NamedTuple):
     params: Any
-    opt_state: Any
+    opt_state: Any  # optax.inject_hyperparams state: holds this member's learning rate
+    mse_weight: jax.Array
+    router_weight: jax.Array
     best_params: Any
     best_val: jax.Array
     best_epoch: jax.Array
@@ -150,10 +152,19 @@ class Carry(NamedTuple):
     stopped: jax.Array
 
 
-def init_carry(params, tx: optax.GradientTransformation) -> Carry:
+def make_optimizer(learning_rate: float = 1e-4) -> optax.GradientTransformation:
+    """Adam whose learning rate lives in its state, so members can differ under vmap."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+
+
+def init_carry(params, tx: optax.GradientTransformation, learning_rate, mse_weight, router_weight) -> Carry:
+    """Initial training state of one member (values may be traced under vmap)."""
+    opt_state = tx.init(params)
+    opt_state.hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
     z = jnp.zeros((), jnp.int32)
-    return Carry(params, tx.init(params), params, jnp.asarray(jnp.inf, jnp.float32), z - 1, z, z,
-                 jnp.zeros((), bool))
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    return Carry(params, opt_state, f32(mse_weight), f32(router_weight), params,
+                 f32(jnp.inf), z - 1, z, z, jnp.zeros((), bool))
 
 
 def make_chunk_fn(
@@ -184,13 +195,13 @@ def make_chunk_fn(
             return x
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(DATA_AXIS)))
 
-    def update(carry_pv, xs, train: Batch):
+    def update(carry_pv, xs, train: Batch, member_weights: LossWeights):
         params, opt_state = carry_pv
         idx, mask, rng = xs
         batch = Batch(*(shard(x) for x in train.take(idx)))
         mask = shard(mask)
         (loss, (mse, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, model, batch, mask, rng, weights
+            params, model, batch, mask, rng, member_weights
         )
         upd, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, upd), opt_state), (loss, mse)
@@ -206,8 +217,9 @@ def make_chunk_fn(
             mask.reshape(steps, batch_size),
             jax.random.split(step_key, steps),
         )
+        member_weights = LossWeights(carry.mse_weight, carry.router_weight, weights.eps)
         (params, opt_state), (losses, mses) = jax.lax.scan(
-            lambda c, x: update(c, x, train), (carry.params, carry.opt_state), xs
+            lambda c, x: update(c, x, train, member_weights), (carry.params, carry.opt_state), xs
         )
         per_step = mask.reshape(steps, batch_size).sum(1)
         train_loss = (losses * per_step).sum() / num_train
@@ -218,6 +230,8 @@ def make_chunk_fn(
         new = Carry(
             params=params,
             opt_state=opt_state,
+            mse_weight=carry.mse_weight,
+            router_weight=carry.router_weight,
             best_params=jax.tree_util.tree_map(
                 lambda a, b: jnp.where(improved, a, b), params, carry.best_params
             ),
@@ -260,9 +274,9 @@ def fit_members(
     seeds: Sequence[int],
     epochs: int,
     batch_size: int,
-    learning_rate: float,
+    learning_rate: float | Sequence[float],
     patience: int,
-    weights: LossWeights = LossWeights(),
+    weights: LossWeights | Sequence[LossWeights] = LossWeights(),
     chunk: int = 10,
     mesh: Mesh | None = None,
     log: Callable[[str], None] | None = None,
@@ -272,15 +286,25 @@ def fit_members(
     Parameters, optimizer states and keys are stacked on a leading member
     axis and the epoch function is vmapped over it; each member stops early
     on its own.  Member i gets exactly the numbers a single training with
-    ``seeds[i]`` gets.  With a ``mesh`` (see :func:`data_mesh`) each minibatch
+    ``seeds[i]`` gets.  ``learning_rate`` and ``weights`` may be one value or
+    one per member (they are traced values, so any mix shares one program;
+    ``eps`` must be the same for all).  With a ``mesh`` (see :func:`data_mesh`) each minibatch
     is sharded over the mesh's devices (data parallel).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     n = len(seeds)
+    lrs = [learning_rate] * n if np.isscalar(learning_rate) else list(learning_rate)
+    ws = [weights] * n if isinstance(weights, LossWeights) else list(weights)
+    if len(lrs) != n or len(ws) != n or len({w.eps for w in ws}) != 1:
+        raise ValueError("learning_rate/weights: one value, or one per seed with a common eps")
+    weights = ws[0]
     keys = jax.vmap(lambda s: jnp.stack(jax.random.split(jax.random.key(s))))(jnp.asarray(seeds))
     init_keys, train_keys = keys[:, 0], keys[:, 1]
-    tx = optax.adam(learning_rate)
-    carry = jax.vmap(lambda k: init_carry(init_params(model, k, train), tx))(init_keys)
+    tx = make_optimizer()
+    carry = jax.vmap(lambda k, lr, a, b: init_carry(init_params(model, k, train), tx, lr, a, b))(
+        init_keys, jnp.asarray(lrs, jnp.float32), jnp.asarray([w.mse for w in ws], jnp.float32),
+        jnp.asarray([w.router for w in ws], jnp.float32),
+    )
     chunk = max(1, min(chunk, epochs))
     one = make_chunk_fn(
         model, tx, num_train=train.size, batch_size=batch_size, patience=patience,
