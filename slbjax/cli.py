@@ -2,6 +2,7 @@
 
   slbjax list
   slbjax run EXPERIMENT [--set k=v ...] [--data-dir DIR] [--workdir DIR] [--smoke] [--overwrite]
+  slbjax sweep EXPERIMENT --grid k=v1,v2 [--grid ...] [--set k=v ...] [--workdir DIR] [--smoke]
   slbjax predict --run DIR --input PATH [-o OUT.csv] [--overwrite]
   slbjax generate --run DIR --soc 0.30 --soh 0.85 [-n 1000] -o OUT.csv
 
@@ -81,6 +82,23 @@ def start_distributed(coordinator: str | None, num_processes: int | None, proces
     _DISTRIBUTED = True
 
 
+def cmd_sweep(args) -> int:
+    from slbjax import sweep
+    from slbjax.config import apply_overrides
+    from slbjax.paths import resolve_data_dir
+
+    module = _experiments().load(args.experiment)
+    base = apply_overrides(module.get_config(smoke=args.smoke), args.set or [])
+    grid = sweep.parse_grid(args.grid)
+    workdir = Path(args.workdir) if args.workdir else Path("runs") / f"sweep-{args.experiment}"
+    table = sweep.run_sweep(args.experiment, base, grid, resolve_data_dir(args.data_dir), workdir,
+                            base_overrides=args.set or [])
+    cols = ["point"] + [c for c in sweep.MAIN_METRICS if c in table.columns]
+    print(table[cols].to_string(index=False))
+    print(f"wrote {workdir / 'sweep.csv'}", file=sys.stderr)
+    return 0
+
+
 def _refuse_existing(path: Path | None, overwrite: bool) -> None:
     from slbjax.errors import RunDirError
 
@@ -132,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-processes", type=int, help="with --distributed: number of processes")
     r.add_argument("--process-id", type=int, help="with --distributed: this process's index")
     r.set_defaults(fn=cmd_run)
+
+    sw = sub.add_parser("sweep", help="run a cartesian grid of configs and gather one table")
+    sw.add_argument("experiment")
+    sw.add_argument("--grid", action="append", required=True, metavar="SECTION.KEY=V1,V2,...",
+                    help="values of one key (repeatable: the cartesian product is run)")
+    sw.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help="override for every point (repeatable)")
+    sw.add_argument("--data-dir", help="folder laid out like shared/data (default: $SLBJAX_DATA)")
+    sw.add_argument("--workdir", help="sweep folder (default: runs/sweep-EXPERIMENT); finished points are reused")
+    sw.add_argument("--smoke", action="store_true", help="tiny size, for a quick check")
+    sw.set_defaults(fn=cmd_sweep)
 
     pr = sub.add_parser("predict", help="predict trajectories with a finished iMOE run")
     pr.add_argument("--run", required=True, help="run folder")

@@ -9,6 +9,7 @@ too-short cells, what the data can and cannot evaluate) and the checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -224,9 +225,34 @@ def _has(w: Windows | None) -> bool:
 # ----------------------------------------------------------------------------- run
 
 
+BATCHABLE = ("train.seed", "train.learning_rate", "train.mse_weight", "train.router_loss_weight")
+"""Keys whose values share one compiled program: they become per-member traced values."""
+
+
+def shape_signature(cfg: ImoeConfig) -> str:
+    """Configs with equal signatures differ only in :data:`BATCHABLE` keys."""
+    t = dataclasses.replace(cfg.train, seed=0, learning_rate=1.0, mse_weight=0.0, router_loss_weight=0.0)
+    return json.dumps(to_dict(dataclasses.replace(cfg, train=t)), sort_keys=True)
+
+
 def run(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, float]:
-    """Trains and evaluates one iMOE model; returns the flat metrics."""
-    cfg.validate()
+    """Trains and evaluates one iMOE model (or ensemble); returns the flat metrics."""
+    return run_group([cfg], data_dir, [run_dir])[0]
+
+
+def run_group(cfgs: list[ImoeConfig], data_dir: Path | None, run_dirs: list[Path]) -> list[dict[str, float]]:
+    """Trains several configs that differ only in :data:`BATCHABLE` keys in ONE program.
+
+    Each config's members (``train.ensemble_size`` of them) are stacked with
+    every other config's on the member axis of :func:`fit_members`; each
+    config then gets its own ordinary run folder (metrics, predictions,
+    checkpoint of its own members).  ``train_seconds`` is the whole group's.
+    """
+    if len({shape_signature(c) for c in cfgs}) != 1:
+        raise ConfigError("run_group needs configs that differ only in " + ", ".join(BATCHABLE))
+    for c in cfgs:
+        c.validate()
+    cfg = cfgs[0]
     d = cfg.data
     _log(f"[data] loading {d.dataset} {d.subset if d.dataset in ('UL', 'TPSL') else ''} "
          f"{d.condition if d.dataset == 'UL' else ''}".rstrip())
@@ -244,9 +270,9 @@ def run(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
                 f"{', '.join(w.too_short)}"
             )
     if not _has(wins["train"]):
-        write_json(run_dir / "data_report.json", report)
+        write_json(run_dirs[0] / "data_report.json", report)
         raise DataError(
-            run_dir / "data_report.json",
+            run_dirs[0] / "data_report.json",
             f"no training sample: every training cell is shorter than horizon+1 = {d.horizon + 1} "
             "cycles or missing; lower data.horizon",
         )
@@ -268,29 +294,47 @@ def run(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
     model = build_model(cfg, t_mean, t_std)
     _log(f"[train] {tr.size} train / {batches['val'].size if 'val' in batches else 0} val / "
          f"{batches['test'].size if 'test' in batches else 0} test windows; "
-         f"{int(np.ceil(tr.size / cfg.train.batch_size))} steps per epoch")
+         f"{int(np.ceil(tr.size / cfg.train.batch_size))} steps per epoch; "
+         f"{len(cfgs) * cfg.train.ensemble_size} member(s) in one program")
 
     t = cfg.train
     val = batches.get("val")
-    seeds = [t.seed + i for i in range(t.ensemble_size)]
-    results = fit_members(
+    owner, seeds, lrs, weights = [], [], [], []
+    for i, c in enumerate(cfgs):
+        for e in range(c.train.ensemble_size):
+            owner.append(i)
+            seeds.append(c.train.seed + e)
+            lrs.append(c.train.learning_rate)
+            weights.append(LossWeights(c.train.mse_weight, c.train.router_loss_weight, t.router_loss_eps))
+    all_results = fit_members(
         model, tr, val if val is not None else tr, seeds=seeds, epochs=t.epochs,
-        batch_size=t.batch_size, learning_rate=t.learning_rate,
+        batch_size=t.batch_size, learning_rate=lrs,
         patience=t.patience if val is not None else t.epochs + 1,
-        weights=LossWeights(t.mse_weight, t.router_loss_weight, t.router_loss_eps), chunk=t.chunk,
+        weights=weights, chunk=t.chunk,
         mesh=data_mesh(t.batch_size) if t.data_parallel else None,
         log=lambda s: _log(f"[train] {s}"),
     )
-    params = stack_members([r.params for r in results])
     if val is None:
         report["notes"].append("best epoch chosen on training MSE (no validation cells)")
+    return [
+        _evaluate_and_write(
+            c, rd, model, batches, wins, [r for r, o in zip(all_results, owner, strict=True) if o == i],
+            report, norm, load_norm, t_mean, t_std,
+        )
+        for i, (c, rd) in enumerate(zip(cfgs, run_dirs, strict=True))
+    ]
 
+
+def _evaluate_and_write(cfg, run_dir, model, batches, wins, results, report, norm, load_norm,
+                        t_mean, t_std) -> dict[str, float]:
+    """Evaluates one config's members and writes its run folder; returns its metrics."""
+    params = stack_members([r.params for r in results])
     out: dict[str, float] = {
         "train_seconds": results[0].seconds,
         "seconds_per_epoch": results[0].seconds_per_epoch,
         "epochs_run": max(r.epochs_run for r in results),
         "best_epoch": results[0].best_epoch,
-        "best_val_mse": results[0].best_val_mse if val is not None else float("nan"),
+        "best_val_mse": results[0].best_val_mse if "val" in batches else float("nan"),
         "ensemble_size": len(results),
     }
     per_cell_rows = []
@@ -344,7 +388,7 @@ def run(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
             "load_normaliser": load_norm.to_dict(),
             "target_mean": t_mean,
             "target_std": t_std,
-            "num_features": int(tr.features.shape[1]),
+            "num_features": int(batches["train"].features.shape[1]),
         },
     )
     _log(f"[eval] test MAPE {out['test_mape_pct']:.3f} %  RMSE {out['test_rmse_ah']:.4f} Ah  "

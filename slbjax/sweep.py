@@ -1,0 +1,160 @@
+"""Cartesian sweeps: ``slbjax sweep EXPERIMENT --grid key=v1,v2 ...``.
+
+Points whose configs differ only in values that do not change array shapes
+(for iMOE: seed, learning rate, loss weights; see
+``slbjax.runners.imoe.BATCHABLE``) are trained together as members of one
+jit-compiled, vmapped program; every other difference (expert count, top-k,
+hidden size, horizon, data settings) compiles once per distinct shape.
+
+Layout of a sweep folder::
+
+    sweep.json        experiment, grid and base overrides
+    sweep.csv         one row per point: its grid values and metrics
+    sweep.png         the main metric against the first grid key (mean +- std over seeds)
+    points/<name>/    an ordinary run folder per point (reloadable with load_run)
+
+A point whose folder already holds the same config and a metrics.json is
+reused, not recomputed, so an interrupted sweep continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from slbjax import config as cfglib
+from slbjax import rundir, runners
+from slbjax.errors import ConfigError
+
+MAIN_METRICS = ("test_mape_pct", "interp_soh_mape_generated_pct")
+
+
+def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
+    """``["model.num_experts=4,5"]`` -> ``[("model.num_experts", ["4", "5"])]``."""
+    grid = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not vals:
+            raise ConfigError(f"--grid {item!r} is not of the form section.key=v1,v2,...")
+        grid.append((key.strip(), vals))
+    keys = [k for k, _ in grid]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"--grid names a key twice: {keys}")
+    return grid
+
+
+def expand(base: Any, grid: list[tuple[str, list[str]]]) -> list[tuple[dict[str, str], Any]]:
+    """Every point of the grid as (its grid values, its validated config)."""
+    points = []
+    for combo in itertools.product(*(vals for _, vals in grid)):
+        values = {k: v for (k, _), v in zip(grid, combo, strict=True)}
+        cfg = cfglib.apply_overrides(base, [f"{k}={v}" for k, v in values.items()])
+        points.append((values, cfg))
+    return points
+
+
+def point_name(values: dict[str, str]) -> str:
+    """A folder name such as ``num_experts=4_seed=0``."""
+    parts = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items()]
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", "_".join(parts)) or "base"
+
+
+def _finished(run_dir: Path, experiment: str, cfg: Any) -> dict | None:
+    """The metrics of a finished run of exactly this config, else None."""
+    try:
+        exp, cfg_dict = rundir.read_run_config(run_dir)
+        if exp == experiment and cfg_dict == cfglib.to_dict(cfg):
+            return rundir.read_json(run_dir / rundir.METRICS_FILE)
+    except Exception:  # missing or unreadable: not finished
+        return None
+    return None
+
+
+def groups_of(runner, cfgs: list[Any]) -> list[list[int]]:
+    """Indices of points that can share one program (by the runner's shape signature)."""
+    sig = getattr(runner, "shape_signature", None)
+    if sig is None or not hasattr(runner, "run_group"):
+        return [[i] for i in range(len(cfgs))]
+    out: dict[str, list[int]] = {}
+    for i, c in enumerate(cfgs):
+        out.setdefault(sig(c), []).append(i)
+    return list(out.values())
+
+
+def run_sweep(
+    experiment: str,
+    base: Any,
+    grid: list[tuple[str, list[str]]],
+    data_dir: Path | None,
+    workdir: Path,
+    base_overrides: list[str] | None = None,
+) -> pd.DataFrame:
+    """Runs (or reuses) every grid point and writes sweep.csv / sweep.png."""
+    points = expand(base, grid)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(workdir / "sweep.json", {
+        "experiment": experiment, "grid": dict(grid), "set": base_overrides or [],
+    })
+    runner = runners.for_config(base)
+    names = [point_name(v) for v, _ in points]
+    dirs = [workdir / "points" / n for n in names]
+    metrics: list[dict | None] = [_finished(d, experiment, c) for d, (_, c) in zip(dirs, points, strict=True)]
+    reused = sum(m is not None for m in metrics)
+    groups = groups_of(runner, [c for _, c in points])
+    print(f"sweep: {len(points)} points in {len(groups)} program(s); {reused} reused", file=sys.stderr)
+    for g in groups:
+        todo = [i for i in g if metrics[i] is None]
+        if not todo:
+            continue
+        for i in todo:
+            # a folder holding this sweep's unfinished point is ours to replace
+            rundir.prepare_run_dir(dirs[i], overwrite=(dirs[i] / rundir.CONFIG_FILE).exists())
+            rundir.write_config(dirs[i], experiment, points[i][1])
+        print(f"sweep: training {', '.join(names[i] for i in todo)}", file=sys.stderr, flush=True)
+        if hasattr(runner, "run_group"):
+            results = runner.run_group([points[i][1] for i in todo], data_dir, [dirs[i] for i in todo])
+        else:
+            results = [runner.run(points[i][1], data_dir, dirs[i]) for i in todo]
+        for i, m in zip(todo, results, strict=True):
+            rundir.write_metrics(dirs[i], m)
+            metrics[i] = m
+    rows = [
+        {"point": n, **values, **m}
+        for n, (values, _), m in zip(names, points, metrics, strict=True)
+    ]
+    table = pd.DataFrame(rows)
+    table.to_csv(workdir / "sweep.csv", index=False)
+    plot_sweep(table, [k for k, _ in grid], workdir / "sweep.png")
+    return table
+
+
+def plot_sweep(table: pd.DataFrame, keys: list[str], path: Path) -> None:
+    """Main metric against the first non-seed grid key, mean +- std over the rest."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = next((m for m in MAIN_METRICS if m in table.columns), None)
+    if metric is None:
+        return
+    x = next((k for k in keys if not k.endswith(".seed")), keys[0])
+    stats = table.groupby(x)[metric].agg(["mean", "std", "count"]).reset_index()
+    try:
+        xs = stats[x].astype(float)
+    except ValueError:
+        xs = stats[x].astype(str)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3)
+    ax.set_xlabel(x)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} (mean +- std over {int(stats['count'].max())} run(s) per value)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,76 @@
+"""Sweeps: grid expansion, batching of shape-free values, reuse of finished points."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from slbjax.experiments import imoe_synthetic
+
+from slbjax.cli import main
+from slbjax.errors import ConfigError
+from slbjax.runners import imoe
+from slbjax.sweep import expand, groups_of, parse_grid, point_name
+
+
+def test_parse_and_expand_the_cartesian_grid():
+    grid = parse_grid(["model.num_experts=3,4", "train.seed=0,1,2"])
+    points = expand(imoe_synthetic.get_config(smoke=True), grid)
+    assert len(points) == 6
+    assert {(c.model.num_experts, c.train.seed) for _, c in points} == {(e, s) for e in (3, 4) for s in (0, 1, 2)}
+    assert point_name(points[0][0]) == "num_experts=3_seed=0"
+
+
+@pytest.mark.parametrize("bad", ["model.num_experts", "model.num_experts=", "=1,2"])
+def test_bad_grid_items_are_rejected(bad):
+    with pytest.raises(ConfigError):
+        parse_grid([bad])
+
+
+def test_bad_grid_values_are_checked_like_overrides():
+    with pytest.raises(ConfigError, match="bad value for model.num_experts"):
+        expand(imoe_synthetic.get_config(smoke=True), parse_grid(["model.num_experts=3,x"]))
+
+
+def test_shape_free_values_share_a_program_and_shapes_do_not():
+    grid = parse_grid(["model.num_experts=3,4", "train.seed=0,1", "train.learning_rate=1e-3,1e-2"])
+    cfgs = [c for _, c in expand(imoe_synthetic.get_config(smoke=True), grid)]
+    groups = groups_of(imoe, cfgs)
+    assert len(groups) == 2  # one program per expert count
+    for g in groups:
+        assert len(g) == 4 and len({cfgs[i].model.num_experts for i in g}) == 1
+
+
+def test_sweep_runs_gathers_and_reuses(tmp_path, capsys):
+    wd = tmp_path / "sw"
+    args = ["sweep", "imoe-synthetic", "--smoke", "--grid", "train.seed=0,1",
+            "--grid", "model.num_experts=2,3", "--set", "train.epochs=2", "--workdir", str(wd)]
+    assert main(args) == 0
+    table = pd.read_csv(wd / "sweep.csv")
+    assert len(table) == 4 and table.test_mape_pct.notna().all()
+    assert (wd / "sweep.png").exists()
+    # the two seeds of one expert count trained in one program yet differ
+    e2 = table[table["model.num_experts"] == 2]
+    assert e2.test_mape_pct.nunique() == 2
+    # each point is an ordinary run folder
+    cfg = json.loads((wd / "points" / "seed=1_num_experts=3" / "config.json").read_text())
+    assert cfg["config"]["train"]["seed"] == 1 and cfg["config"]["model"]["num_experts"] == 3
+    # a second invocation reuses every finished point
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "4 reused" in capsys.readouterr().err
+    again = pd.read_csv(wd / "sweep.csv")
+    pd.testing.assert_frame_equal(table, again)
+
+
+def test_batched_seeds_equal_separate_runs(tmp_path):
+    base = imoe_synthetic.get_config(smoke=True)
+    cfgs = [c for _, c in expand(base, parse_grid(["train.seed=0,1"]))]
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d in dirs:
+        d.mkdir()
+    together = imoe.run_group(cfgs, None, dirs)
+    (tmp_path / "c").mkdir()
+    alone = imoe.run(cfgs[1], None, tmp_path / "c")
+    assert together[1]["test_mape_pct"] == pytest.approx(alone["test_mape_pct"], rel=1e-4)
