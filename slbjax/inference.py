@@ -23,7 +23,7 @@ from slbjax.data.cells import Cell
 from slbjax.data.features import Normaliser, physics_features, trim_soc
 from slbjax.data.imoe_files import find_cell_files, load_cell_file
 from slbjax.errors import DataError, RunDirError
-from slbjax.models.imoe import batched_apply
+from slbjax.models.apply import batched_apply
 from slbjax.rundir import read_run_config
 from slbjax.runners.imoe import ImoeConfig, build_model, ensemble_summary
 

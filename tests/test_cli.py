@@ -164,3 +164,13 @@ def test_ensemble_run_reports_intervals_and_reloads_all_members(tmp_path):
     assert len(merged) == len(saved)
     for col in ("predicted_capacity_ah", "lower90_ah", "upper90_ah"):
         np.testing.assert_allclose(merged[f"{col}_run"], merged[f"{col}_reload"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["patchtst", "informer"])
+def test_baselines_train_through_the_same_runner(arch, tmp_path):
+    run_dir = tmp_path / arch
+    assert main(["run", "imoe-synthetic", "--smoke", "--workdir", str(run_dir),
+                 "--set", f"model.arch={arch}", "--set", "train.epochs=2"]) == 0
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 < m["test_mape_pct"] < 50
+    assert load_run(run_dir).model.__class__.__name__.lower() == arch

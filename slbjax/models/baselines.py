@@ -54,41 +54,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from slbjax.models.apply import RNG_STREAMS, batched_apply  # noqa: F401  (re-exported)
+
 Attention = Literal["prob", "full"]
 
-#: rng streams the baselines draw from in training.
-RNG_STREAMS = ("dropout", "key_sampling")
+
 
 # PyTorch's LayerNorm epsilon, used by both reference encoders.
 _LN_EPS = 1e-5
 # The authors re-initialise every Conv1d of the Informer (the kernel-1 feed-forward
 # convolutions included) with Kaiming-normal, fan-out, ReLU gain, and zero bias.
 _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-def batched_apply(model: nn.Module, params, qv, features, load, *, train: bool = False, rng=None):
-    """Applies a one-sample model to a batch, like :func:`slbjax.models.imoe.batched_apply`.
-
-    In training every sample gets its own key for each stream of
-    :data:`RNG_STREAMS` and ``router_noise``, so the same call serves the
-    baselines and :class:`~slbjax.models.imoe.IMOE`.
-
-    Args:
-      qv: [B, Q]; features: [B, F]; load: [B, L, 3].
-      rng: typed key, required when ``train``.
-
-    Returns:
-      (trajectories [B, L], weights [B, E]).
-    """
-    if not train:
-        return jax.vmap(lambda q, f, u: model.apply(params, q, f, u))(qv, features, load)
-    streams = (*RNG_STREAMS, "router_noise")
-
-    def one(q, f, u, key):
-        rngs = {name: jax.random.fold_in(key, i) for i, name in enumerate(streams)}
-        return model.apply(params, q, f, u, train=True, rngs=rngs)
-
-    return jax.vmap(one)(qv, features, load, jax.random.split(rng, qv.shape[0]))
 
 
 # ----------------------------------------------------------------------------- attention

@@ -1,6 +1,6 @@
 """iMOE: a noisy top-k mixture of experts feeding a recurrent head.
 
-Written for ONE sample; batch with ``jax.vmap`` (see :func:`batched_apply`).
+Written for ONE sample; batch with ``jax.vmap`` (see :func:`slbjax.models.apply.batched_apply`).
 
 * AMDP (router + experts): a linear router on the standardised physics
   features gives one logit per expert; in training, Gaussian noise with a
@@ -29,6 +29,8 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from slbjax.models.apply import batched_apply  # noqa: F401  (re-exported: the batching of IMOE)
 
 Gate = Literal["authors", "topk_softmax"]
 NOISE_EPS = 1e-5
@@ -164,21 +166,3 @@ class IMOE(nn.Module):
         parts = [trend[:, None], load] if self.use_load else [trend[:, None]]
         out = RecurrentHead(self.hidden, self.bidirectional, name="head")(jnp.concatenate(parts, 1))
         return self.target_mean + self.target_std * out, weights
-
-
-def batched_apply(model: IMOE, params, qv, features, load, *, train: bool = False, rng=None):
-    """Applies ``model`` to a batch by vmapping the one-sample module.
-
-    Args:
-      qv: [B, Q]; features: [B, F]; load: [B, L, 3].
-      rng: typed key, required when ``train`` (one noise draw per sample).
-
-    Returns:
-      (trajectories [B, L], weights [B, E]).
-    """
-    if train:
-        keys = jax.random.split(rng, qv.shape[0])
-        return jax.vmap(
-            lambda q, f, u, k: model.apply(params, q, f, u, train=True, rngs={"router_noise": k})
-        )(qv, features, load, keys)
-    return jax.vmap(lambda q, f, u: model.apply(params, q, f, u))(qv, features, load)

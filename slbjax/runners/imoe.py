@@ -25,6 +25,7 @@ from slbjax.data.imoe_files import load_split
 from slbjax.data.synthetic import cohort_split, generate_cohort
 from slbjax.data.windows import Windows, build_windows
 from slbjax.errors import ConfigError, DataError
+from slbjax.models.baselines import Informer, PatchTST
 from slbjax.models.imoe import IMOE
 from slbjax.paths import require_data_dir
 from slbjax.rundir import write_json
@@ -69,6 +70,12 @@ class ImoeData:
 class ImoeModel:
     """See :class:`slbjax.models.imoe.IMOE`.
 
+    ``arch`` picks the trajectory model trained on the same inputs, splits and
+    early-stopping rule: ``imoe``, or the baselines ``patchtst`` / ``informer``
+    (:mod:`slbjax.models.baselines`, the authors' settings: d_model 64, 2
+    encoder layers, d_ff 64, dropout 0.2, patch 2); ``router="linear"`` is
+    the iMOE-linear ablation and ``use_load=false`` the iMOE-woFO ablation.
+
     ``target_scaling``: the head's output is affinely scaled by the mean and
     standard deviation of the training capacities (the published code
     predicts raw Ah from a zero-centred output, which takes thousands of
@@ -78,6 +85,7 @@ class ImoeModel:
     currents and temperatures of 25-45 degC, which saturate the LSTM gates).
     """
 
+    arch: Literal["imoe", "patchtst", "informer"] = "imoe"
     num_experts: int = 5
     top_k: int = 2
     gate: Literal["authors", "topk_softmax"] = "authors"
@@ -209,8 +217,13 @@ def to_batch(w: Windows, norm: Normaliser, load_norm: Normaliser) -> Batch:
 # ----------------------------------------------------------------------------- model
 
 
-def build_model(cfg: ImoeConfig, target_mean: float = 0.0, target_std: float = 1.0) -> IMOE:
+def build_model(cfg: ImoeConfig, target_mean: float = 0.0, target_std: float = 1.0):
+    """The trajectory model of ``cfg.model.arch`` with the given output scaling."""
     m = cfg.model
+    if m.arch == "patchtst":
+        return PatchTST(horizon=cfg.data.horizon, target_mean=target_mean, target_std=target_std)
+    if m.arch == "informer":
+        return Informer(horizon=cfg.data.horizon, target_mean=target_mean, target_std=target_std)
     return IMOE(
         num_experts=m.num_experts, top_k=m.top_k, horizon=cfg.data.horizon, gate=m.gate,
         gate_alpha=m.gate_alpha, hidden=m.hidden, bidirectional=m.bidirectional,

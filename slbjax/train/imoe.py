@@ -30,7 +30,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from slbjax.errors import ConfigError
-from slbjax.models.imoe import IMOE, batched_apply
+from slbjax.models.apply import batched_apply
+from slbjax.models.imoe import IMOE
 
 DATA_AXIS = "data"
 
