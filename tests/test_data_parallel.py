@@ -5,11 +5,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from test_imoe_model import _batch, _model
 
 from slbjax.errors import ConfigError
 from slbjax.train.imoe import data_mesh, fit_members
-
-from test_imoe_model import _batch, _model
 
 
 def test_conftest_gives_eight_cpu_devices():

@@ -68,6 +68,59 @@ def _glorot(num_in_axes: int):
     return init
 
 
+def _scalar_softmax_stats(slope, e):
+    """Row maximum and the softmax-weighted moments of ``e`` for logits ``slope_i * e_j``.
+
+    The maximum over j of ``slope_i * e_j`` is ``slope_i * max(e)`` or
+    ``slope_i * min(e)``, so nothing [Tq, Tk]-sized has to be kept: XLA fuses
+    the exponentials into the three reductions.
+    """
+    top = jnp.where(slope >= 0, slope * jnp.max(e), slope * jnp.min(e))  # [H, Tq]
+    w = jnp.exp(slope[..., None] * e - top[..., None])  # [H, Tq, Tk], fused away
+    den = jnp.sum(w, -1)
+    mean = jnp.sum(w * e, -1) / den
+    return top, den, mean, w
+
+
+@jax.custom_vjp
+def scalar_token_attention(slope: jax.Array, e: jax.Array) -> jax.Array:
+    """``sum_j softmax_j(slope_i * e_j) * e_j`` for scalar value tokens.
+
+    Args:
+      slope: [H, Tq] per-head, per-query logit slopes.
+      e: [Tk] scalar context tokens (keys and values before projection).
+
+    Returns:
+      [H, Tq] attention-weighted mean of ``e``.
+
+    The hand-written VJP recomputes the weights from O(H Tq) residuals instead
+    of storing [H, Tq, Tk] ones: with p the weights and m the result,
+    ``d m_i / d slope_i = Var_p(e)`` and ``d m_i / d e_k = p_ik (1 + slope_i (e_k - m_i))``.
+    Under ``vmap`` over lanes and batch rows this keeps the working set small
+    (the materialised version was memory-bound on CPU).
+    """
+    return _scalar_softmax_stats(slope, e)[2]
+
+
+def _sta_fwd(slope, e):
+    top, den, mean, _ = _scalar_softmax_stats(slope, e)
+    return mean, (slope, e, top, den, mean)
+
+
+def _sta_bwd(res, g):
+    slope, e, top, den, mean = res
+    p = jnp.exp(slope[..., None] * e - top[..., None]) / den[..., None]  # [H, Tq, Tk]
+    var = jnp.sum(p * jnp.square(e - mean[..., None]), -1)
+    g_slope = g * var
+    g_e = jnp.sum(
+        (g[..., None] * p) * (1.0 + slope[..., None] * (e - mean[..., None])), axis=(0, 1)
+    )
+    return g_slope, g_e
+
+
+scalar_token_attention.defvjp(_sta_fwd, _sta_bwd)
+
+
 class CrossAttention(nn.Module):
     """Multi-head dot-product attention of query tokens over context tokens.
 
@@ -128,26 +181,26 @@ class CrossAttention(nn.Module):
 
         if self.scalar_fast_path and dq == 1 and dk == 1:
             x, e = query[:, 0], context[:, 0]  # [Tq], [Tk]
-            qk = jnp.sum(wq[0] * wk[0], -1)  # [H]
-            bk_term = jnp.sum(bq * wk[0], -1)  # [H]
-            logits = scale * (
-                qk[:, None, None] * x[None, :, None] * e[None, None, :]
-                + bk_term[:, None, None] * e[None, None, :]
-            )  # [H, Tq, Tk]
+            # logits[h, i, j] = e_j * slope[h, i]
+            slope = scale * (
+                jnp.sum(wq[0] * wk[0], -1)[:, None] * x[None, :] + jnp.sum(bq * wk[0], -1)[:, None]
+            )  # [H, Tq]
+            if mask is None:
+                mix = scalar_token_attention(slope, e)  # [H, Tq]
+            else:
+                logits = slope[:, :, None] * e[None, None, :]
+                logits = jnp.where(mask[None], logits, jnp.finfo(logits.dtype).min)
+                mix = jnp.einsum("hqk,k->hq", jax.nn.softmax(logits, axis=-1), e)
+            vo = jnp.einsum("hd,hdo->ho", wv[0], wo)  # [H, out]
+            bvo = jnp.einsum("hd,hdo->o", bv, wo)  # [out]
+            out = jnp.einsum("hq,ho->qo", mix, vo) + bvo + bo
         else:
             q = jnp.einsum("tq,qhd->thd", query, wq) + bq  # [Tq, H, D]
             k = jnp.einsum("tk,khd->thd", context, wk) + bk  # [Tk, H, D]
             logits = scale * jnp.einsum("qhd,khd->hqk", q, k)
-        if mask is not None:
-            logits = jnp.where(mask[None], logits, jnp.finfo(logits.dtype).min)
-        weights = jax.nn.softmax(logits, axis=-1)  # [H, Tq, Tk]
-
-        if self.scalar_fast_path and dq == 1 and dk == 1:
-            s = jnp.einsum("hqk,k->hq", weights, context[:, 0])  # [H, Tq]
-            vo = jnp.einsum("hd,hdo->ho", wv[0], wo)  # [H, out]
-            bvo = jnp.einsum("hd,hdo->o", bv, wo)  # [out]
-            out = jnp.einsum("hq,ho->qo", s, vo) + bvo + bo
-        else:
+            if mask is not None:
+                logits = jnp.where(mask[None], logits, jnp.finfo(logits.dtype).min)
+            weights = jax.nn.softmax(logits, axis=-1)  # [H, Tq, Tk]
             v = jnp.einsum("tk,khd->thd", context, wv) + bv  # [Tk, H, D]
             mixed = jnp.einsum("hqk,khd->qhd", weights, v)  # [Tq, H, D]
             out = jnp.einsum("qhd,hdo->qo", mixed, wo) + bo
