@@ -54,7 +54,6 @@ import torch
 import torch_imoe
 
 from slbjax import metrics
-from slbjax.data.features import Normaliser
 from slbjax.models.imoe import IMOE, batched_apply
 from slbjax.paths import resolve_data_dir
 from slbjax.runners import imoe as runner
@@ -133,13 +132,7 @@ def machine_matmul_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, floa
 
 def load_ul(data_dir: Path | None):
     cfg = runner.ImoeConfig(data=runner.ImoeData(dataset="UL", subset="NCA", condition="CY25-05_1"))
-    splits = runner.load_cells(cfg, data_dir)
-    wins = {role: runner.windows_for(cfg, getattr(splits, role)) for role in ("train", "val")}
-    norm = Normaliser.fit(wins["train"].features)
-    load_norm = runner.fit_load_normaliser(wins["train"], cfg.model.load_scaling)
-    train = runner.to_batch(wins["train"], norm, load_norm)
-    val = runner.to_batch(wins["val"], norm, load_norm)
-    model = runner.build_model(cfg, float(train.target.mean()), float(train.target.std()))
+    model, train, val = runner.training_batches(cfg, data_dir)
     return cfg, model, train, val
 
 

@@ -52,6 +52,11 @@ class ImoeData:
       max_windows_per_cell: cap on samples per cell (0: no cap; the authors
         use the first 19 for TPSL).
       skip_first: leading rows never used as a start (the authors skip row 0 for LSD).
+      train_fraction: share of the training cells used (the paper's Fig. 5b data
+        access); the subset is drawn once by ``fraction_seed``, independently of
+        ``train.seed``, so every seed of a run sees the same cells and the
+        normalisers are fitted on exactly those cells.
+      fraction_seed: seed of that subset.
       synthetic_cells, synthetic_seed: size and seed of the built-in cohort.
     """
 
@@ -62,6 +67,8 @@ class ImoeData:
     horizon: int = 50
     max_windows_per_cell: int = 0
     skip_first: int = 0
+    train_fraction: float = 1.0
+    fraction_seed: int = 0
     synthetic_cells: int = 160
     synthetic_seed: int = 0
 
@@ -135,6 +142,7 @@ class ImoeConfig:
             (d.soc_start in (20, 30, 40, 50), f"data.soc_start must be 20, 30, 40 or 50, got {d.soc_start}"),
             (d.horizon >= 1, f"data.horizon must be >= 1, got {d.horizon}"),
             (d.max_windows_per_cell >= 0, "data.max_windows_per_cell must be >= 0"),
+            (0.0 < d.train_fraction <= 1.0, f"data.train_fraction must be in (0, 1], got {d.train_fraction}"),
             (d.synthetic_cells >= 10, "data.synthetic_cells must be >= 10"),
             (m.num_experts >= 1, f"model.num_experts must be >= 1, got {m.num_experts}"),
             (1 <= m.top_k <= m.num_experts,
@@ -176,16 +184,31 @@ def load_cells(cfg: ImoeConfig, data_dir: Path | None) -> Splits:
     if d.dataset == "synthetic":
         cells = generate_cohort(d.synthetic_cells, d.synthetic_seed, min_cycles=d.horizon + 20)
         train, val, test = cohort_split(cells)
-        return Splits(train, val, test, [f"synthetic cohort: {len(cells)} cells, seed {d.synthetic_seed}"])
-    root = require_data_dir(data_dir, f"dataset {d.dataset}")
-    split = load_split(root, d.dataset, d.subset, d.condition)
-    notes = []
-    if split.missing:
-        notes.append(
-            f"{d.dataset}-{d.subset}: {len(split.missing)} files of the reference split are not in "
-            f"{root} ({', '.join(split.missing[:6])}{' ...' if len(split.missing) > 6 else ''})"
-        )
-    return Splits(split.train, split.val, split.test, notes)
+        splits = Splits(train, val, test, [f"synthetic cohort: {len(cells)} cells, seed {d.synthetic_seed}"])
+    else:
+        root = require_data_dir(data_dir, f"dataset {d.dataset}")
+        split = load_split(root, d.dataset, d.subset, d.condition)
+        notes = []
+        if split.missing:
+            notes.append(
+                f"{d.dataset}-{d.subset}: {len(split.missing)} files of the reference split are not in "
+                f"{root} ({', '.join(split.missing[:6])}{' ...' if len(split.missing) > 6 else ''})"
+            )
+        splits = Splits(split.train, split.val, split.test, notes)
+    return subset_training_cells(splits, d.train_fraction, d.fraction_seed)
+
+
+def subset_training_cells(splits: Splits, fraction: float, seed: int) -> Splits:
+    """Keeps ``round(fraction * n)`` (at least one) of the n training cells, drawn by ``seed``."""
+    n = len(splits.train)
+    if fraction >= 1.0 or n == 0:
+        return splits
+    k = max(1, int(round(fraction * n)))
+    keep = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    train = [splits.train[i] for i in keep]
+    note = (f"data access: {k} of {n} training cells ({fraction:.0%}, fraction_seed {seed}): "
+            f"{', '.join(c.name for c in train)}")
+    return Splits(train, splits.val, splits.test, [*splits.notes, note])
 
 
 def windows_for(cfg: ImoeConfig, cells: list[Cell]) -> Windows | None:
@@ -212,6 +235,22 @@ def to_batch(w: Windows, norm: Normaliser, load_norm: Normaliser) -> Batch:
         load=load_norm.apply(w.load).astype(np.float32),
         target=w.target.astype(np.float32),
     )
+
+
+def training_batches(cfg: ImoeConfig, data_dir: Path | None):
+    """(model, train batch, validation batch) of a config, normalised as a run does it.
+
+    For benchmarks and notebooks that want the arrays a run trains on without
+    running it.
+    """
+    splits = load_cells(cfg, data_dir)
+    wins = {role: windows_for(cfg, getattr(splits, role)) for role in ("train", "val")}
+    norm = Normaliser.fit(wins["train"].features)
+    load_norm = fit_load_normaliser(wins["train"], cfg.model.load_scaling)
+    train = to_batch(wins["train"], norm, load_norm)
+    val = to_batch(wins["val"], norm, load_norm)
+    t_mean, t_std = (float(train.target.mean()), float(train.target.std())) if cfg.model.target_scaling else (0.0, 1.0)
+    return build_model(cfg, t_mean, t_std), train, val
 
 
 # ----------------------------------------------------------------------------- model
