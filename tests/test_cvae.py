@@ -228,6 +228,8 @@ def test_runner_writes_all_metrics_and_tables(smoke_run):
     # 49 unseen (case, SOC) slots, 27 of them in cases 4-7 (+eq89); 2 protocols
     assert len(rows) == 2 * (49 + 27)
     assert {r["variant"] for r in rows} == {"direct", "authors_shift", "eq89"}
+    per_feature = [np.mean([float(r[f"gen_mape_U{j}_pct"]) for j in range(1, 22)]) for r in rows]
+    np.testing.assert_allclose(per_feature, [float(r["generation_mape_pct"]) for r in rows], rtol=1e-4)
     report = (run_dir / "report.md").read_text()
     assert "| 7 | 5, 10 |" in report and "mean 4-7" in report
     params, meta = checkpoint.load(run_dir)
@@ -235,6 +237,20 @@ def test_runner_writes_all_metrics_and_tables(smoke_run):
     assert meta["cases"]["7"]["base_soc_pct"] == 10.0
     leaves = jax.tree_util.tree_leaves(params)
     assert all(leaf.shape[0] == 8 for leaf in leaves)
+
+
+def test_generation_errors_per_feature_and_paired():
+    measured = np.array([[3.0, 4.0], [3.5, 2.0]])
+    generated = np.array([[3.3, 4.0], [3.5, 2.5]])
+    e = runner.generation_errors(generated, measured, paired=True)
+    # feature 1: |0.3/3| and 0 -> 5 %; feature 2: 0 and |0.5/2| -> 12.5 %
+    assert e["gen_mape_U1_pct"] == pytest.approx(5.0)
+    assert e["gen_mape_U2_pct"] == pytest.approx(12.5)
+    assert e["generation_mape_pct"] == pytest.approx(8.75)
+    assert e["generation_mape_feature_std_pct"] == pytest.approx(3.75)
+    # unpaired: sorted per feature, so a permutation of the generated rows costs nothing
+    assert runner.generation_errors(measured[::-1], measured, paired=False)["generation_mape_pct"] == 0.0
+    assert runner.generation_errors(measured[::-1], measured, paired=True)["generation_mape_pct"] > 0.0
 
 
 def test_generate_roundtrip_and_refusal(smoke_run, tmp_path):
