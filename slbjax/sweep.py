@@ -49,6 +49,29 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
     return grid
 
 
+def experiment_grid(module: Any, smoke: bool) -> list[tuple[str, list[str]]]:
+    """The grid an experiment module declares (``grid(smoke)``), else none."""
+    declared = getattr(module, "grid", None)
+    return [(k, list(v)) for k, v in declared(smoke).items()] if declared else []
+
+
+def merge_grids(
+    declared: list[tuple[str, list[str]]], given: list[tuple[str, list[str]]]
+) -> list[tuple[str, list[str]]]:
+    """``given`` keys replace the declared values of the same key; new keys follow.
+
+    Raises:
+      ConfigError: if the result is empty (nothing to sweep).
+    """
+    given_map = dict(given)
+    merged = [(k, given_map.pop(k, v)) for k, v in declared]
+    merged += [(k, v) for k, v in given if k in given_map]
+    if not merged:
+        raise ConfigError("nothing to sweep: give --grid section.key=v1,v2,... "
+                          "(this experiment declares no grid of its own)")
+    return merged
+
+
 def expand(base: Any, grid: list[tuple[str, list[str]]]) -> list[tuple[dict[str, str], Any]]:
     """Every point of the grid as (its grid values, its validated config)."""
     points = []

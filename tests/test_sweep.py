@@ -6,12 +6,12 @@ import json
 
 import pandas as pd
 import pytest
-from slbjax.experiments import imoe_synthetic
+from slbjax.experiments import imoe_experts, imoe_synthetic
 
 from slbjax.cli import main
 from slbjax.errors import ConfigError
 from slbjax.runners import imoe
-from slbjax.sweep import expand, groups_of, parse_grid, point_name
+from slbjax.sweep import expand, experiment_grid, groups_of, merge_grids, parse_grid, point_name
 
 
 def test_parse_and_expand_the_cartesian_grid():
@@ -74,3 +74,15 @@ def test_batched_seeds_equal_separate_runs(tmp_path):
     (tmp_path / "c").mkdir()
     alone = imoe.run(cfgs[1], None, tmp_path / "c")
     assert together[1]["test_mape_pct"] == pytest.approx(alone["test_mape_pct"], rel=1e-4)
+
+
+def test_declared_grid_is_merged_with_command_line_grids():
+    declared = experiment_grid(imoe_experts, smoke=False)
+    assert declared == [("model.num_experts", ["3", "4", "5", "6", "7", "8"])]
+    merged = merge_grids(declared, parse_grid(["train.seed=0,1"]))
+    assert merged == [("model.num_experts", ["3", "4", "5", "6", "7", "8"]), ("train.seed", ["0", "1"])]
+    # a command-line grid of the same key replaces the declared values
+    assert merge_grids(declared, parse_grid(["model.num_experts=4"])) == [("model.num_experts", ["4"])]
+    assert experiment_grid(imoe_synthetic, smoke=True) == []
+    with pytest.raises(ConfigError, match="nothing to sweep"):
+        merge_grids([], [])
