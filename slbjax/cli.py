@@ -3,6 +3,7 @@
   slbjax list
   slbjax run EXPERIMENT [--set k=v ...] [--data-dir DIR] [--workdir DIR] [--smoke] [--overwrite]
   slbjax sweep EXPERIMENT --grid k=v1,v2 [--grid ...] [--set k=v ...] [--workdir DIR] [--smoke]
+  slbjax report SUITE [--smoke] [--data-dir DIR] [--workdir DIR]
   slbjax predict --run DIR --input PATH [-o OUT.csv] [--overwrite]
   slbjax generate --run DIR --soc 0.30 --soh 0.85 [-n 1000] -o OUT.csv
 
@@ -89,13 +90,23 @@ def cmd_sweep(args) -> int:
 
     module = _experiments().load(args.experiment)
     base = apply_overrides(module.get_config(smoke=args.smoke), args.set or [])
-    grid = sweep.parse_grid(args.grid)
+    grid = sweep.merge_grids(sweep.experiment_grid(module, args.smoke), sweep.parse_grid(args.grid or []))
     workdir = Path(args.workdir) if args.workdir else Path("runs") / f"sweep-{args.experiment}"
     table = sweep.run_sweep(args.experiment, base, grid, resolve_data_dir(args.data_dir), workdir,
                             base_overrides=args.set or [])
     cols = ["point"] + [c for c in sweep.MAIN_METRICS if c in table.columns]
     print(table[cols].to_string(index=False))
     print(f"wrote {workdir / 'sweep.csv'}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from slbjax import report
+    from slbjax.paths import resolve_data_dir
+
+    workdir = Path(args.workdir) if args.workdir else Path("runs") / f"report-{args.suite}{'-smoke' if args.smoke else ''}"
+    path = report.run_report(args.suite, args.smoke, resolve_data_dir(args.data_dir), workdir)
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -153,14 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="run a cartesian grid of configs and gather one table")
     sw.add_argument("experiment")
-    sw.add_argument("--grid", action="append", required=True, metavar="SECTION.KEY=V1,V2,...",
-                    help="values of one key (repeatable: the cartesian product is run)")
+    sw.add_argument("--grid", action="append", metavar="SECTION.KEY=V1,V2,...",
+                    help="values of one key (repeatable: the cartesian product is run); "
+                         "adds to or replaces the experiment's own grid")
     sw.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                     help="override for every point (repeatable)")
     sw.add_argument("--data-dir", help="folder laid out like shared/data (default: $SLBJAX_DATA)")
     sw.add_argument("--workdir", help="sweep folder (default: runs/sweep-EXPERIMENT); finished points are reused")
     sw.add_argument("--smoke", action="store_true", help="tiny size, for a quick check")
     sw.set_defaults(fn=cmd_sweep)
+
+    rp = sub.add_parser("report", help="run a paper suite and write report.md, results.csv, figures")
+    rp.add_argument("suite", choices=["imoe-paper", "cvae-paper", "all"])
+    rp.add_argument("--data-dir", help="folder laid out like shared/data (default: $SLBJAX_DATA)")
+    rp.add_argument("--workdir", help="report folder (default: runs/report-SUITE); finished runs are reused")
+    rp.add_argument("--smoke", action="store_true", help="tiny size: the same tables and figures in minutes")
+    rp.set_defaults(fn=cmd_report)
 
     pr = sub.add_parser("predict", help="predict trajectories with a finished iMOE run")
     pr.add_argument("--run", required=True, help="run folder")
