@@ -87,3 +87,19 @@ def test_smoke_report_writes_every_table_and_figure_and_reuses_runs(data_dir, tm
     assert f"{results.run.nunique()} reused" in err and "0 program(s) to train" in err
     assert {r: (wd / r / "metrics.json").stat().st_mtime_ns for r in before} == before
     pd.testing.assert_frame_equal(pd.read_csv(wd / "results.csv"), results)
+
+
+def test_polynomial_baseline_is_exact_on_a_cubic_fade(tmp_path):
+    import numpy as np
+
+    horizon, cycles = 10, 120
+    cap = 3.0 - 2e-3 * np.arange(cycles) + 1e-8 * np.arange(cycles) ** 3
+    rows = [{"cell": "A", "start_cycle": s, "step": k, "predicted_capacity_ah": 0.0,
+             "true_capacity_ah": cap[s + k]} for s in range(cycles - horizon + 1) for k in range(horizon)]
+    (tmp_path / "run").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "run" / "predictions.csv", index=False)
+    results = pd.DataFrame({"table": ["fig3c"], "model": ["imoe"], "group": ["G"], "seed": [0], "run": ["run"]})
+    mape, windows = report.polynomial_baseline(results, tmp_path)["G"]
+    # starts 50 .. 110 have 50 past cycles and a full horizon
+    assert windows == cycles - horizon + 1 - report.POLY_HISTORY
+    assert mape < 1e-6
