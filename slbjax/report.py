@@ -190,7 +190,7 @@ MODEL_NAMES = {"imoe": "iMOE", "patchtst": "PatchTST", "informer": "Informer",
                "polynomial": "polynomial (history)", "mlp": "MLP (history)"}
 
 
-def imoe_sections(summary: list[dict], results: pd.DataFrame) -> list[str]:
+def imoe_sections(summary: list[dict], results: pd.DataFrame, root: Path) -> list[str]:
     out = []
     head = ["group", "model", "slbjax MAPE % (n)", "paper MAPE % (n)", "slbjax − paper"]
     fig3c = [r for r in summary if r["table"] == "fig3c"]
@@ -411,7 +411,7 @@ def write_report(suite: str, results: pd.DataFrame, root: Path, *, smoke: bool, 
     if smoke:
         lines.append("**Smoke size**: tiny models and a few epochs; the numbers show the "
                      "structure, not the papers' accuracy.\n")
-    lines += imoe_sections(summary, results)
+    lines += imoe_sections(summary, results, root)
     if not lsd.empty:
         lines.append("## Fig. 5e: LSD by SOH at the prediction start\n")
         lines.append("iMOE test MAPE (%) of the LSD predictions binned by the SOH at the start "
