@@ -57,17 +57,6 @@ def run_folder(runs_dir: Path, point: Point) -> Path:
     return runs_dir / f"{type(point.cfg).family}-{digest}"
 
 
-def finished_metrics(run_dir: Path, cfg) -> dict | None:
-    """The metrics of a finished run of exactly ``cfg`` in ``run_dir``, else None."""
-    try:
-        _, cfg_dict = rundir.read_run_config(run_dir)
-        if cfg_dict == cfglib.to_dict(cfg):
-            return rundir.read_json(run_dir / rundir.METRICS_FILE)
-    except Exception:  # missing or unreadable: not finished
-        return None
-    return None
-
-
 def run_points(points: list[Point], data_dir: Path | None, runs_dir: Path) -> tuple[list[dict], int]:
     """Trains every distinct config once (reusing finished runs).
 
@@ -77,7 +66,7 @@ def run_points(points: list[Point], data_dir: Path | None, runs_dir: Path) -> tu
     first: dict[str, int] = {}
     for i, p in enumerate(points):
         first.setdefault(config_key(p.cfg), i)
-    found = {k: finished_metrics(run_folder(runs_dir, points[i]), points[i].cfg) for k, i in first.items()}
+    found = {k: rundir.finished_metrics(run_folder(runs_dir, points[i]), points[i].cfg) for k, i in first.items()}
     reused = sum(m is not None for m in found.values())
     groups: dict[tuple, list[str]] = {}
     for k, i in first.items():

@@ -122,3 +122,17 @@ def read_run_config(run_dir: str | Path) -> tuple[str, dict]:
         return data["experiment"], data["config"]
     except (KeyError, TypeError):
         raise RunDirError(f"{run_dir / CONFIG_FILE} lacks 'experiment'/'config'") from None
+
+
+def finished_metrics(run_dir: str | Path, cfg: Any, experiment: str | None = None) -> dict | None:
+    """The metrics of a finished run of exactly ``cfg`` (and ``experiment``, if given), else None.
+
+    A missing or unreadable folder, config or metrics file means "not finished".
+    """
+    try:
+        exp, cfg_dict = read_run_config(run_dir)
+        if cfg_dict == cfglib.to_dict(cfg) and experiment in (None, exp):
+            return read_json(Path(run_dir) / METRICS_FILE)
+    except Exception:
+        return None
+    return None

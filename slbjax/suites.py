@@ -46,13 +46,14 @@ SWEEP_CONDITION = "CY25-05_1"
 """The condition of the sweep studies (Fig. 3f, 5b, 5c, 5d)."""
 
 TRAJECTORY_MODELS = {
-    "imoe": ("imoe-ul", ()),
-    "patchtst": ("imoe-ul", ("model.arch=patchtst",)),
-    "informer": ("imoe-ul", ("model.arch=informer",)),
-    "imoe-linear": ("imoe-linear", ()),
-    "imoe-wofo": ("imoe-wofo", ()),
+    "imoe": (),
+    "patchtst": ("model.arch=patchtst",),
+    "informer": ("model.arch=informer",),
+    "imoe-linear": ("model.router=linear",),
+    "imoe-wofo": ("model.use_load=false",),
 }
-"""Model name -> (experiment, overrides) on a UL-NCA condition."""
+"""Model name -> its overrides of ``imoe-ul`` / ``imoe-lsd`` (the switches the
+``imoe-linear`` and ``imoe-wofo`` experiments set)."""
 
 SWEEPS = {
     "fig5b": "imoe-data-access",
@@ -103,26 +104,18 @@ def _ul_overrides(condition: str) -> list[str]:
     return out
 
 
-def _model_switches(experiment: str) -> tuple[str, ...]:
-    return {"imoe-linear": ("model.router=linear",), "imoe-wofo": ("model.use_load=false",)}.get(
-        experiment, ()
-    )
-
-
 def imoe_points(smoke: bool, seeds: int) -> list[Point]:
     """Fig. 3c / 5a groups x models, then the sweeps on :data:`SWEEP_CONDITION`."""
     points = []
     conditions = (SWEEP_CONDITION,) if smoke else UL_CONDITIONS
     for seed in range(seeds):
         s = f"train.seed={seed}"
-        for model, (experiment, extra) in TRAJECTORY_MODELS.items():
+        for model, switches in TRAJECTORY_MODELS.items():
             table = "fig3c" if model in ("imoe", "patchtst", "informer") else "fig5a"
             for cond in conditions:
-                points.append(_point(table, f"UL-NCA {cond}", model, experiment,
-                                     [*extra, *_ul_overrides(cond), s], smoke, seed))
-            # LSD: the imoe-lsd experiment with the model's switches
-            points.append(_point(table, "LSD", model, "imoe-lsd",
-                                 [*extra, *_model_switches(experiment), s], smoke, seed))
+                points.append(_point(table, f"UL-NCA {cond}", model, "imoe-ul",
+                                     [*switches, *_ul_overrides(cond), s], smoke, seed))
+            points.append(_point(table, "LSD", model, "imoe-lsd", [*switches, s], smoke, seed))
         for table, experiment in SWEEPS.items():
             ((key, values),) = experiments.load(experiment).grid(smoke).items()
             for v in values:

@@ -88,17 +88,6 @@ def point_name(values: dict[str, str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]", "-", "_".join(parts)) or "base"
 
 
-def _finished(run_dir: Path, experiment: str, cfg: Any) -> dict | None:
-    """The metrics of a finished run of exactly this config, else None."""
-    try:
-        exp, cfg_dict = rundir.read_run_config(run_dir)
-        if exp == experiment and cfg_dict == cfglib.to_dict(cfg):
-            return rundir.read_json(run_dir / rundir.METRICS_FILE)
-    except Exception:  # missing or unreadable: not finished
-        return None
-    return None
-
-
 def groups_of(runner, cfgs: list[Any]) -> list[list[int]]:
     """Indices of points that can share one program (by the runner's shape signature)."""
     sig = getattr(runner, "shape_signature", None)
@@ -127,7 +116,7 @@ def run_sweep(
     runner = runners.for_config(base)
     names = [point_name(v) for v, _ in points]
     dirs = [workdir / "points" / n for n in names]
-    metrics: list[dict | None] = [_finished(d, experiment, c) for d, (_, c) in zip(dirs, points, strict=True)]
+    metrics: list[dict | None] = [rundir.finished_metrics(d, c, experiment) for d, (_, c) in zip(dirs, points, strict=True)]
     reused = sum(m is not None for m in metrics)
     groups = groups_of(runner, [c for _, c in points])
     print(f"sweep: {len(points)} points in {len(groups)} program(s); {reused} reused", file=sys.stderr)

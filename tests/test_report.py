@@ -103,3 +103,12 @@ def test_polynomial_baseline_is_exact_on_a_cubic_fade(tmp_path):
     # starts 50 .. 110 have 50 past cycles and a full horizon
     assert windows == cycles - horizon + 1 - report.POLY_HISTORY
     assert mape < 1e-6
+
+
+def test_suite_ablation_switches_are_the_named_experiments():
+    from slbjax import experiments
+
+    points = suites.imoe_points(smoke=False, seeds=1)
+    for model, experiment in (("imoe-linear", "imoe-linear"), ("imoe-wofo", "imoe-wofo")):
+        ul = next(p for p in points if p.model == model and p.group == "UL-NCA CY25-05_1")
+        assert report.config_key(ul.cfg) == report.config_key(experiments.load(experiment).get_config())

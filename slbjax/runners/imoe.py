@@ -237,20 +237,36 @@ def to_batch(w: Windows, norm: Normaliser, load_norm: Normaliser) -> Batch:
     )
 
 
+@dataclasses.dataclass
+class Prepared:
+    """What a run fits on its training windows: normalisers, target scaling, batches."""
+
+    norm: Normaliser
+    load_norm: Normaliser
+    t_mean: float
+    t_std: float
+    batches: dict[str, Batch]  # by role, for the roles that have windows
+
+
+def prepare(cfg: ImoeConfig, wins: dict[str, Windows | None]) -> Prepared:
+    """Fits the normalisers (and the output scaling) on ``wins["train"]`` and batches every role."""
+    norm = Normaliser.fit(wins["train"].features)
+    load_norm = fit_load_normaliser(wins["train"], cfg.model.load_scaling)
+    batches = {role: to_batch(w, norm, load_norm) for role, w in wins.items() if _has(w)}
+    tr = batches["train"]
+    t_mean, t_std = (float(tr.target.mean()), float(tr.target.std())) if cfg.model.target_scaling else (0.0, 1.0)
+    return Prepared(norm, load_norm, t_mean, t_std, batches)
+
+
 def training_batches(cfg: ImoeConfig, data_dir: Path | None):
-    """(model, train batch, validation batch) of a config, normalised as a run does it.
+    """(model, train batch, validation batch) of a config, exactly as a run builds them.
 
     For benchmarks and notebooks that want the arrays a run trains on without
     running it.
     """
     splits = load_cells(cfg, data_dir)
-    wins = {role: windows_for(cfg, getattr(splits, role)) for role in ("train", "val")}
-    norm = Normaliser.fit(wins["train"].features)
-    load_norm = fit_load_normaliser(wins["train"], cfg.model.load_scaling)
-    train = to_batch(wins["train"], norm, load_norm)
-    val = to_batch(wins["val"], norm, load_norm)
-    t_mean, t_std = (float(train.target.mean()), float(train.target.std())) if cfg.model.target_scaling else (0.0, 1.0)
-    return build_model(cfg, t_mean, t_std), train, val
+    p = prepare(cfg, {role: windows_for(cfg, getattr(splits, role)) for role in ("train", "val")})
+    return build_model(cfg, p.t_mean, p.t_std), p.batches["train"], p.batches["val"]
 
 
 # ----------------------------------------------------------------------------- model
@@ -338,11 +354,10 @@ def run_group(cfgs: list[ImoeConfig], data_dir: Path | None, run_dirs: list[Path
     for note in report["notes"]:
         _log(f"[data] {note}")
 
-    norm = Normaliser.fit(wins["train"].features)
-    load_norm = fit_load_normaliser(wins["train"], cfg.model.load_scaling)
-    batches = {role: to_batch(w, norm, load_norm) for role, w in wins.items() if _has(w)}
+    prep = prepare(cfg, wins)
+    norm, load_norm, batches = prep.norm, prep.load_norm, prep.batches
+    t_mean, t_std = prep.t_mean, prep.t_std
     tr = batches["train"]
-    t_mean, t_std = (float(tr.target.mean()), float(tr.target.std())) if cfg.model.target_scaling else (0.0, 1.0)
     model = build_model(cfg, t_mean, t_std)
     _log(f"[train] {tr.size} train / {batches['val'].size if 'val' in batches else 0} val / "
          f"{batches['test'].size if 'test' in batches else 0} test windows; "
