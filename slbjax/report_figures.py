@@ -13,7 +13,7 @@ import pandas as pd
 
 from slbjax.runners.imoe import Z90
 
-MODELS = ("imoe", "patchtst", "informer", "imoe-linear", "imoe-wofo")
+MODELS = ("imoe", "patchtst", "informer", "imoe-linear", "imoe-wofo", "polynomial", "mlp")
 
 
 def _plt():

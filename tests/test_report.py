@@ -72,7 +72,12 @@ def test_smoke_report_writes_every_table_and_figure_and_reuses_runs(data_dir, tm
     for name in figures:
         assert f"figures/{name}" in text
     results = pd.read_csv(wd / "results.csv")
-    assert len(results) == len(suites.suite_points("all", True, data_dir))
+    # the suite's runs, plus Fig. 5a's history baselines on the smoke UL-NCA condition:
+    # the polynomial (deterministic, one row) and the MLP (two seeds)
+    history = results[results.experiment == "history"]
+    assert len(results) == len(suites.suite_points("all", True, data_dir)) + len(history)
+    assert sorted(history.model) == ["mlp", "mlp", "polynomial"]
+    assert set(history.group) == {f"UL-NCA {suites.SWEEP_CONDITION}"}
     assert results.test_mape_pct[results.model != "cvae"].notna().all()
     summary = pd.read_csv(wd / "summary.csv")
     row = summary[(summary.table == "fig3c") & (summary.group == "UL-NCA CY25-05_1") & (summary.model == "imoe")]
@@ -84,25 +89,11 @@ def test_smoke_report_writes_every_table_and_figure_and_reuses_runs(data_dir, tm
     before = {r: (wd / r / "metrics.json").stat().st_mtime_ns for r in results.run.unique()}
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert f"{results.run.nunique()} reused" in err and "0 program(s) to train" in err
+    runs = results[results.experiment != "history"]
+    assert f"{runs.run.nunique()} reused" in err and "0 program(s) to train" in err
+    assert "history: 2 baseline result(s), 2 reused, 0 computed" in err
     assert {r: (wd / r / "metrics.json").stat().st_mtime_ns for r in before} == before
     pd.testing.assert_frame_equal(pd.read_csv(wd / "results.csv"), results)
-
-
-def test_polynomial_baseline_is_exact_on_a_cubic_fade(tmp_path):
-    import numpy as np
-
-    horizon, cycles = 10, 120
-    cap = 3.0 - 2e-3 * np.arange(cycles) + 1e-8 * np.arange(cycles) ** 3
-    rows = [{"cell": "A", "start_cycle": s, "step": k, "predicted_capacity_ah": 0.0,
-             "true_capacity_ah": cap[s + k]} for s in range(cycles - horizon + 1) for k in range(horizon)]
-    (tmp_path / "run").mkdir()
-    pd.DataFrame(rows).to_csv(tmp_path / "run" / "predictions.csv", index=False)
-    results = pd.DataFrame({"table": ["fig3c"], "model": ["imoe"], "group": ["G"], "seed": [0], "run": ["run"]})
-    mape, windows = report.polynomial_baseline(results, tmp_path)["G"]
-    # starts 50 .. 110 have 50 past cycles and a full horizon
-    assert windows == cycles - horizon + 1 - report.POLY_HISTORY
-    assert mape < 1e-6
 
 
 def test_suite_ablation_switches_are_the_named_experiments():

@@ -1,0 +1,296 @@
+"""Fig. 5a's history-available baselines, scored as the authors' notebooks score them.
+
+Unlike iMOE, these forecasters are given the measured capacity of the cycles
+before the prediction start, which a retired cell without its record does not
+have.  Both work on each cell's discharge capacity per recorded cycle (the
+rows of the published file, in Ah) and on the UL-NCA split of
+:func:`slbjax.data.imoe_files.split_files` (the MLP notebook's split too).
+
+* **Polynomial** (``IMOE/PolynomialFeatures.ipynb`` of the authors'
+  repository): every window of a cell, step 1: a degree-3 least-squares fit
+  of the previous 50 capacities in the cycle number, extrapolated over the
+  next 50; MAPE per cell over all its windows.  Nothing is trained, so there
+  are no seeds; the group's number is the mean over its test cells and the
+  spread is over those cells.  The per-cell values equal the notebook's
+  printed output (``tests/test_history.py``).
+* **MLP** (``IMOE/Mlp-history.ipynb``): :class:`~slbjax.models.baselines.HistoryMLP`
+  from 10 past capacities to the next 100 (128 and 64 ReLU units, dropout
+  0.2), raw Ah in and out, MSE, Adam 1e-4, shuffled batches of 64, 500
+  epochs, the learning rate halved after 100 epochs without a validation
+  improvement (PyTorch's ``ReduceLROnPlateau`` defaults otherwise), the
+  best-validation weights kept; test MAPE over all predicted points of the
+  test cells' windows.  The seeds are members of one vmapped program.
+
+:func:`run_history_baselines` runs both for the report and keeps each result
+in an ordinary run folder (``config.json``, ``metrics.json``, ``per_cell.csv``)
+that a later report reuses when its config is unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from slbjax import rundir
+from slbjax.data.cells import Cell
+from slbjax.data.imoe_files import load_split
+from slbjax.models.baselines import HistoryMLP, history_windows, poly_forecast
+
+
+@dataclasses.dataclass(frozen=True)
+class PolySettings:
+    history: int = 50
+    horizon: int = 50
+    degree: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPSettings:
+    history: int = 10
+    horizon: int = 100
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.2
+    epochs: int = 500
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    plateau_patience: int = 100
+    plateau_factor: float = 0.5
+    plateau_threshold: float = 1e-4  # relative, as ReduceLROnPlateau's default
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cell_windows(cells: list[Cell], history: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(past [M, H], future [M, L], cell index [M]) over ``cells``, every start (step 1)."""
+    parts = [history_windows(c.capacity_ah, history, horizon) for c in cells]
+    past = np.concatenate([p for p, _ in parts]) if parts else np.zeros((0, history))
+    future = np.concatenate([f for _, f in parts]) if parts else np.zeros((0, horizon))
+    index = np.concatenate([np.full(len(p), i) for i, (p, _) in enumerate(parts)]) if parts else np.zeros(0, int)
+    return past, future, index
+
+
+def poly_scores(cells: list[Cell], s: PolySettings = PolySettings()) -> pd.DataFrame:
+    """Per cell: number of windows, MAPE (%) and RMSE (Ah) of the polynomial forecast.
+
+    Cells too short for one window get 0 windows and NaN scores (the notebook
+    skips them with an error message).
+    """
+    rows = []
+    for c in cells:
+        past, future = history_windows(c.capacity_ah, s.history, s.horizon)
+        if len(past) == 0:
+            rows.append({"cell": c.name, "windows": 0, "mape_pct": np.nan, "rmse_ah": np.nan})
+            continue
+        forecast = poly_forecast(past, s.horizon, s.degree)
+        rows.append({"cell": c.name, "windows": len(past),
+                     "mape_pct": float(np.mean(np.abs(forecast - future) / future) * 100),
+                     "rmse_ah": float(np.sqrt(np.mean((forecast - future) ** 2)))})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- MLP
+
+
+@dataclasses.dataclass
+class MLPResult:
+    """Trained members: ``params`` stacked on a leading axis of len(seeds)."""
+
+    model: HistoryMLP
+    params: object
+    best_epoch: np.ndarray
+    best_val_mse: np.ndarray
+    final_learning_rate: np.ndarray
+
+
+def _batched_mse(err: jax.Array, batch_size: int) -> jax.Array:
+    """Mean over batches of each batch's mean, as a PyTorch loop over a DataLoader sums it."""
+    n = err.shape[0]
+    steps = math.ceil(n / batch_size)
+    pad = steps * batch_size - n
+    e = jnp.concatenate([err, jnp.zeros(pad, err.dtype)]).reshape(steps, batch_size)
+    m = (jnp.arange(steps * batch_size) < n).reshape(steps, batch_size)
+    return jnp.mean(e.sum(1) / m.sum(1))
+
+
+def fit_mlp(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+            seeds: list[int], s: MLPSettings = MLPSettings()) -> MLPResult:
+    """Trains one HistoryMLP per seed, all in one vmapped program (see the module doc)."""
+    model = HistoryMLP(horizon=s.horizon, hidden=s.hidden, dropout=s.dropout)
+    x_tr, y_tr = (jnp.asarray(a, jnp.float32) for a in train)
+    x_va, y_va = (jnp.asarray(a, jnp.float32) for a in val)
+    n, bs = x_tr.shape[0], s.batch_size
+    if n == 0 or x_va.shape[0] == 0:
+        raise ValueError(f"history MLP needs training and validation windows, got {n} and {x_va.shape[0]}")
+    steps = math.ceil(n / bs)
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=s.learning_rate)
+
+    def predict(params, x, train=False, key=None):
+        if not train:
+            return jax.vmap(lambda xi: model.apply(params, xi))(x)
+        keys = jax.random.split(key, x.shape[0])
+        return jax.vmap(lambda xi, k: model.apply(params, xi, train=True, rngs={"dropout": k}))(x, keys)
+
+    def init(seed):
+        k_init, k_run = jax.random.split(jax.random.key(seed))
+        params = model.init(k_init, x_tr[0])
+        return {"params": params, "opt": tx.init(params), "key": k_run, "best": params,
+                "best_val": jnp.inf, "best_epoch": jnp.array(-1), "sched_best": jnp.inf,
+                "bad": jnp.array(0), "lr": jnp.array(s.learning_rate, jnp.float32)}
+
+    def loss(params, idx, mask, key):
+        err = jnp.mean((predict(params, x_tr[idx], True, key) - y_tr[idx]) ** 2, axis=-1)
+        return jnp.sum(err * mask) / jnp.sum(mask)
+
+    def epoch(st, epoch_no):
+        key, k_perm, k_drop = jax.random.split(st["key"], 3)
+        perm = jax.random.permutation(k_perm, n)
+        idx = jnp.concatenate([perm, jnp.zeros(steps * bs - n, perm.dtype)]).reshape(steps, bs)
+        mask = (jnp.arange(steps * bs) < n).reshape(steps, bs).astype(jnp.float32)
+        opt = st["opt"]
+        opt.hyperparams["learning_rate"] = st["lr"]
+
+        def step(carry, inp):
+            params, opt = carry
+            i, m, k = inp
+            grads = jax.grad(loss)(params, i, m, k)
+            updates, opt = tx.update(grads, opt, params)
+            return (optax.apply_updates(params, updates), opt), None
+
+        (params, opt), _ = jax.lax.scan(step, (st["params"], opt), (idx, mask, jax.random.split(k_drop, steps)))
+        val = _batched_mse(jnp.mean((predict(params, x_va) - y_va) ** 2, axis=-1), bs)
+        better = val < st["best_val"]
+        improved = val < st["sched_best"] * (1 - s.plateau_threshold)
+        bad = jnp.where(improved, 0, st["bad"] + 1)
+        cut = bad > s.plateau_patience
+        return {
+            "params": params, "opt": opt, "key": key,
+            "best": jax.tree.map(lambda new, old: jnp.where(better, new, old), params, st["best"]),
+            "best_val": jnp.where(better, val, st["best_val"]),
+            "best_epoch": jnp.where(better, epoch_no, st["best_epoch"]),
+            "sched_best": jnp.where(improved, val, st["sched_best"]),
+            "bad": jnp.where(cut, 0, bad),
+            "lr": jnp.where(cut, st["lr"] * s.plateau_factor, st["lr"]),
+        }
+
+    state = jax.jit(jax.vmap(init))(jnp.asarray(seeds))
+    run_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, None)))
+    for e in range(s.epochs):
+        state = run_epoch(state, jnp.asarray(e))
+    return MLPResult(model, state["best"], np.asarray(state["best_epoch"]), np.asarray(state["best_val"]),
+                     np.asarray(state["lr"]))
+
+
+def mlp_member_predictions(result: MLPResult, past: np.ndarray) -> np.ndarray:
+    """[members, M, L] forecasts of every member for the windows ``past`` [M, H]."""
+    x = jnp.asarray(past, jnp.float32)
+    f = jax.jit(jax.vmap(lambda p: jax.vmap(lambda xi: result.model.apply(p, xi))(x)))
+    return np.asarray(f(result.params), np.float64)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _write(folder: Path, config: dict, metrics: dict, table: pd.DataFrame) -> None:
+    rundir.prepare_run_dir(folder, overwrite=(folder / rundir.CONFIG_FILE).exists())
+    rundir.write_json(folder / rundir.CONFIG_FILE, {"experiment": config["baseline"], "config": config})
+    table.to_csv(folder / "per_cell.csv", index=False)
+    rundir.write_metrics(folder, metrics)
+
+
+def _reuse(folder: Path, config: dict) -> dict | None:
+    try:
+        if rundir.read_json(folder / rundir.CONFIG_FILE)["config"] == config:
+            return rundir.read_json(folder / rundir.METRICS_FILE)
+    except Exception:
+        return None
+    return None
+
+
+def run_history_baselines(conditions: list[str], data_dir: Path, root: Path, *, seeds: int,
+                          mlp: MLPSettings = MLPSettings(), poly: PolySettings = PolySettings()) -> list[dict]:
+    """Scores both baselines on the UL-NCA ``conditions``; returns report result rows.
+
+    Each (baseline, condition) gets a folder ``history/<baseline>-<condition>``
+    under ``root``; a folder whose config equals this call's is reused.  Rows:
+    table ``fig5a``, group ``UL-NCA <condition>``, model ``polynomial`` (one
+    row, the mean over the test cells) or ``mlp`` (one row per seed).
+    """
+    rows, reused, computed = [], 0, 0
+    for cond in conditions:
+        group = f"UL-NCA {cond}"
+        split = None
+        for name in ("polynomial", "mlp"):
+            settings = poly if name == "polynomial" else mlp
+            folder = root / "history" / f"{name}-{cond}"
+            config = json.loads(json.dumps({  # as it reads back from config.json
+                "baseline": name, "group": group, "seeds": 1 if name == "polynomial" else seeds,
+                "settings": dataclasses.asdict(settings)}))
+            metrics = _reuse(folder, config)
+            reused += metrics is not None
+            if metrics is None:
+                split = split or load_split(data_dir, "UL", "NCA", cond)
+                _log(f"history: {name} on {group}")
+                metrics = (_poly_run if name == "polynomial" else _mlp_run)(split, settings, seeds, folder, config)
+                computed += 1
+            rel = str(folder.relative_to(root))
+            if name == "polynomial":
+                rows.append({"table": "fig5a", "group": group, "model": name, "x_key": "", "x": "",
+                             "seed": 0, "experiment": "history", "overrides": "", "run": rel,
+                             "test_mape_pct": metrics["test_mape_pct"], "test_rmse_ah": metrics["test_rmse_ah"],
+                             "test_cells_scored": metrics["test_cells_scored"]})
+            else:
+                for k in range(seeds):
+                    rows.append({"table": "fig5a", "group": group, "model": name, "x_key": "", "x": "",
+                                 "seed": k, "experiment": "history", "overrides": "", "run": rel,
+                                 "test_mape_pct": metrics[f"seed{k}_test_mape_pct"],
+                                 "test_rmse_ah": metrics[f"seed{k}_test_rmse_ah"]})
+    _log(f"history: {reused + computed} baseline result(s), {reused} reused, {computed} computed")
+    return rows
+
+
+def _poly_run(split, s: PolySettings, seeds, folder, config) -> dict:
+    table = poly_scores(split.test, s)
+    scored = table.dropna()
+    metrics = {"test_mape_pct": float(scored.mape_pct.mean()) if len(scored) else None,
+               "test_mape_cell_std_pct": float(scored.mape_pct.std(ddof=1)) if len(scored) > 1 else None,
+               "test_rmse_ah": float(scored.rmse_ah.mean()) if len(scored) else None,
+               "test_cells_scored": len(scored), "test_windows": int(table.windows.sum())}
+    _write(folder, config, metrics, table)
+    return metrics
+
+
+def _mlp_run(split, s: MLPSettings, seeds: int, folder, config) -> dict:
+    data = {role: cell_windows(split[role], s.history, s.horizon) for role in ("train", "val", "test")}
+    past, future, index = data["test"]
+    if min(len(data[r][0]) for r in data) == 0:
+        metrics = {f"seed{k}_{m}": None for k in range(seeds) for m in ("test_mape_pct", "test_rmse_ah")}
+        _write(folder, config, {**metrics, "test_windows": len(past)},
+               pd.DataFrame({"cell": [c.name for c in split.test]}))
+        return metrics
+    result = fit_mlp(data["train"][:2], data["val"][:2], list(range(seeds)), s)
+    pred = mlp_member_predictions(result, past)
+    ape = np.abs(pred - future) / future * 100  # [members, M, L]
+    metrics = {"test_windows": len(past), "train_windows": len(data["train"][0])}
+    per_cell = []
+    for k in range(seeds):
+        metrics[f"seed{k}_test_mape_pct"] = float(ape[k].mean())
+        metrics[f"seed{k}_test_rmse_ah"] = float(np.sqrt(np.mean((pred[k] - future) ** 2)))
+        metrics[f"seed{k}_best_epoch"] = int(result.best_epoch[k])
+        metrics[f"seed{k}_final_learning_rate"] = float(result.final_learning_rate[k])
+        for i, c in enumerate(split.test):
+            sel = index == i
+            per_cell.append({"seed": k, "cell": c.name, "windows": int(sel.sum()),
+                             "mape_pct": float(ape[k][sel].mean()) if sel.any() else np.nan})
+    _write(folder, config, metrics, pd.DataFrame(per_cell))
+    return metrics
