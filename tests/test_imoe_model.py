@@ -141,6 +141,27 @@ def test_vmapped_members_equal_separate_trainings():
     assert members[0].history["val_mse"] != members[1].history["val_mse"]
 
 
+def test_stopped_members_leave_the_program_and_the_rest_match_separate_runs():
+    from slbjax.train.imoe import fit_members
+
+    train, val = _batch(48, seed=0), _batch(16, seed=1)
+    model = _model(target_mean=float(train.target.mean()), target_std=float(train.target.std()))
+    kw = dict(epochs=10, batch_size=16, patience=2, chunk=2)
+    # learning rate 0: no improvement after the first epoch, so these members stop at epoch 3
+    lrs = [1e-2, 0.0, 1e-2, 0.0]
+    lines = []
+    members = fit_members(model, train, val, seeds=[0, 1, 2, 3], learning_rate=lrs, log=lines.append, **kw)
+    assert any("continuing with the 2 active member(s)" in line for line in lines)
+    assert [m.epochs_run for m in members][1::2] == [3, 3]
+    for seed, (lr, m) in enumerate(zip(lrs, members, strict=True)):
+        alone = fit(model, train, val, seed=seed, learning_rate=lr, log=lambda s: None, **kw)
+        assert (m.epochs_run, m.best_epoch) == (alone.epochs_run, alone.best_epoch)
+        np.testing.assert_allclose(m.history["val_mse"], alone.history["val_mse"], rtol=1e-5)
+        for a, b in zip(jax.tree_util.tree_leaves(m.params), jax.tree_util.tree_leaves(alone.params),
+                        strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
 def test_members_with_different_learning_rates_and_loss_weights_match_separate_runs():
     from slbjax.train.imoe import LossWeights, fit_members
 

@@ -286,7 +286,9 @@ def fit_members(
 
     Parameters, optimizer states and keys are stacked on a leading member
     axis and the epoch function is vmapped over it; each member stops early
-    on its own.  Member i gets exactly the numbers a single training with
+    on its own, and once a quarter of the lanes has stopped the program goes
+    on with the active members only (single-device runs; a stopped member
+    would otherwise be computed and discarded until the last one stops).  Member i gets exactly the numbers a single training with
     ``seeds[i]`` gets.  ``learning_rate`` and ``weights`` may be one value or
     one per member (they are traced values, so any mix shares one program;
     ``eps`` must be the same for all).  With a ``mesh`` (see :func:`data_mesh`) each minibatch
@@ -331,22 +333,31 @@ def fit_members(
         train_d = Batch(*map(jnp.asarray, train))
         val_d = Batch(*map(jnp.asarray, val))
     hist = [{"train_loss": [], "train_mse": [], "val_mse": []} for _ in range(n)]
+    lanes = np.arange(n)  # the member each lane of the program trains
+    final: dict[int, tuple] = {}  # member -> (best params, best val, best epoch, epochs run)
+
+    def settle(which: np.ndarray) -> None:
+        """Copies the final state of the members in lanes ``which`` to the host."""
+        host = jax.device_get((carry.best_params, carry.best_val, carry.best_epoch, carry.epoch))
+        for lane in which:
+            final[int(lanes[lane])] = jax.tree_util.tree_map(lambda x, lane=lane: x[lane], host)
+
     t0 = time.perf_counter()
     t_first = None
     done = 0
     while done < epochs:
         carry, logs = run_chunk(carry, train_keys, train_d, val_d)
-        tl, tm, vl = (np.asarray(x) for x in logs)  # [n, chunk]
+        tl, tm, vl = (np.asarray(x) for x in logs)  # [lanes, chunk]
         if t_first is None:
             t_first = time.perf_counter()  # the first chunk includes compilation
             first_chunk_epochs = chunk
         done += chunk
-        for i in range(n):
-            keep = ~np.isnan(vl[i])
-            for name, x in zip(hist[i], (tl[i], tm[i], vl[i]), strict=True):
+        for lane, i in enumerate(lanes):
+            keep = ~np.isnan(vl[lane])
+            for name, x in zip(hist[i], (tl[lane], tm[lane], vl[lane]), strict=True):
                 hist[i][name].extend(x[keep].tolist())
-        active = ~np.asarray(carry.stopped)
-        best = np.asarray(carry.best_val)
+        stopped = np.asarray(carry.stopped)
+        best = np.concatenate([np.asarray(carry.best_val), [f[1] for f in final.values()]])
         if n == 1 and not np.isnan(vl[0]).all():
             k = ~np.isnan(vl[0])
             log(
@@ -355,22 +366,31 @@ def fit_members(
                 f"@ {int(carry.best_epoch[0]) + 1}"
             )
         elif n > 1:
-            log(f"epoch {done:5d}/{epochs}  members training {int(active.sum())}/{n}  "
+            log(f"epoch {done:5d}/{epochs}  members training {int((~stopped).sum())}/{n}  "
                 f"best val mse {best.min():.3e} .. {best.max():.3e}")
-        if not active.any():
+        if stopped.all():
             log(f"early stop: no improvement for {patience} epochs"
                 + (" in every member" if n > 1 else ""))
             break
+        # Stopped members would still be computed (and discarded) every epoch: once a
+        # quarter of the lanes (at least one) has stopped, the program continues with the
+        # active members only (one more compilation for the narrower program).
+        if mesh is None and stopped.sum() >= max(1, len(lanes) // 4):
+            settle(np.flatnonzero(stopped))
+            active = np.flatnonzero(~stopped)
+            carry = jax.tree_util.tree_map(lambda x, active=active: x[active], carry)
+            train_keys, lanes = train_keys[active], lanes[active]
+            log(f"epoch {done:5d}/{epochs}  continuing with the {len(lanes)} active member(s) only")
+    settle(np.arange(len(lanes)))
     seconds = time.perf_counter() - t0
     steady_epochs = done - first_chunk_epochs  # epochs computed after compilation
     per_epoch = (time.perf_counter() - t_first) / steady_epochs if steady_epochs > 0 else seconds / done
-    best_params = jax.device_get(carry.best_params)
     return [
         TrainResult(
-            params=jax.tree_util.tree_map(lambda x, i=i: x[i], best_params),
-            best_val_mse=float(carry.best_val[i]),
-            best_epoch=int(carry.best_epoch[i]) + 1,
-            epochs_run=int(carry.epoch[i]),
+            params=final[i][0],
+            best_val_mse=float(final[i][1]),
+            best_epoch=int(final[i][2]) + 1,
+            epochs_run=int(final[i][3]),
             seconds=seconds,
             seconds_per_epoch=per_epoch,
             history=hist[i],
