@@ -21,7 +21,13 @@ For each N, measured in one process, one after the other:
   compilation were free).
 
 Printed: both wall times, the ratio sequential / one program (the goal: at
-least 3x at N = 16 on a CPU), and the ratio without compilation.  Member i of
+least 3x at N = 16 on a CPU), and the ratio without compilation.
+
+``--patience P``: trainings stop early as real ones do, so members stop at
+different epochs; the one program then narrows to its active members as
+they stop (``fit_members``), and the sum of the members' epochs is printed
+(the same on both sides: each member stops where its separate training
+stops).  Member i of
 the program computes exactly what the separate run with seed i computes
 (``tests/test_imoe_model.py::test_vmapped_members_equal_separate_trainings``).
 """
@@ -37,12 +43,13 @@ from slbjax.runners import imoe as runner
 from slbjax.train.imoe import fit_members
 
 
-def train(model, train_b, val_b, seeds: list[int], epochs: int, batch_size: int) -> tuple[float, float]:
-    """(wall seconds including compilation, steady seconds per epoch) of one program."""
+def train(model, train_b, val_b, seeds: list[int], epochs: int, batch_size: int,
+          patience: int | None = None) -> tuple[float, float, int]:
+    """(wall seconds including compilation, steady seconds per epoch, epochs the members ran)."""
     t0 = time.perf_counter()
     res = fit_members(model, train_b, val_b, seeds=seeds, epochs=epochs, batch_size=batch_size,
-                      learning_rate=1e-4, patience=epochs + 1, chunk=1, log=lambda s: None)
-    return time.perf_counter() - t0, res[0].seconds_per_epoch
+                      learning_rate=1e-4, patience=patience or epochs + 1, chunk=1, log=lambda s: None)
+    return time.perf_counter() - t0, res[0].seconds_per_epoch, sum(r.epochs_run for r in res)
 
 
 def main() -> None:
@@ -51,6 +58,9 @@ def main() -> None:
     ap.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64])
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--patience", type=int, default=None,
+                    help="early-stopping patience (default: none, every training runs --epochs); "
+                         "with it members stop at different epochs, as in real trainings")
     args = ap.parse_args()
     data_dir = args.data_dir or (Path(os.environ["SLBJAX_DATA"]) if os.environ.get("SLBJAX_DATA") else None)
 
@@ -62,18 +72,29 @@ def main() -> None:
           f"{os.cpu_count()} cores; UL-NCA CY25-05_1, {train_b.size} training windows, "
           f"batch {args.batch_size}, {args.epochs} epochs per training")
     train(model, train_b, val_b, [0], 1, args.batch_size)  # warm-up: first JAX use, kernels, caches
-    print(f"{'N':>4} {'one program s':>14} {'(epoch s)':>10} {'sequential s':>13} {'(sum epoch s)':>14} "
-          f"{'ratio':>7} {'ratio w/o compile':>18}")
+    if args.patience:
+        print(f"early stopping: patience {args.patience}, at most {args.epochs} epochs")
+        print(f"{'N':>4} {'one program s':>14} {'sequential s':>13} {'ratio':>7} {'member epochs':>14}")
+    else:
+        print(f"{'N':>4} {'one program s':>14} {'(epoch s)':>10} {'sequential s':>13} {'(sum epoch s)':>14} "
+              f"{'ratio':>7} {'ratio w/o compile':>18}")
     for n in args.members:
         seeds = list(range(n))
-        wall_one, epoch_one = train(model, train_b, val_b, seeds, args.epochs, args.batch_size)
-        wall_seq, epoch_seq = 0.0, 0.0
+        wall_one, epoch_one, ran_one = train(model, train_b, val_b, seeds, args.epochs, args.batch_size,
+                                             args.patience)
+        wall_seq, epoch_seq, ran_seq = 0.0, 0.0, 0
         for s in seeds:
-            w, e = train(model, train_b, val_b, [s], args.epochs, args.batch_size)
+            w, e, r = train(model, train_b, val_b, [s], args.epochs, args.batch_size, args.patience)
             wall_seq += w
             epoch_seq += e
-        print(f"{n:>4} {wall_one:>14.1f} {epoch_one:>10.3f} {wall_seq:>13.1f} {epoch_seq:>14.3f} "
-              f"{wall_seq / wall_one:>6.2f}x {epoch_seq / epoch_one:>17.2f}x", flush=True)
+            ran_seq += r
+        if args.patience:
+            assert ran_one == ran_seq, "members must stop where their separate trainings stop"
+            print(f"{n:>4} {wall_one:>14.1f} {wall_seq:>13.1f} {wall_seq / wall_one:>6.2f}x {ran_one:>14d}",
+                  flush=True)
+        else:
+            print(f"{n:>4} {wall_one:>14.1f} {epoch_one:>10.3f} {wall_seq:>13.1f} {epoch_seq:>14.3f} "
+                  f"{wall_seq / wall_one:>6.2f}x {epoch_seq / epoch_one:>17.2f}x", flush=True)
 
 
 if __name__ == "__main__":
