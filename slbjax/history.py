@@ -209,8 +209,9 @@ def _write(folder: Path, config: dict, metrics: dict, table: pd.DataFrame) -> No
 
 
 def _reuse(folder: Path, config: dict) -> dict | None:
+    """The metrics of a finished result in ``folder`` made with ``config``, else None."""
     try:
-        if rundir.read_json(folder / rundir.CONFIG_FILE)["config"] == config:
+        if rundir.read_run_config(folder)[1] == config:
             return rundir.read_json(folder / rundir.METRICS_FILE)
     except Exception:
         return None
@@ -243,18 +244,15 @@ def run_history_baselines(conditions: list[str], data_dir: Path, root: Path, *, 
                 _log(f"history: {name} on {group}")
                 metrics = (_poly_run if name == "polynomial" else _mlp_run)(split, settings, seeds, folder, config)
                 computed += 1
-            rel = str(folder.relative_to(root))
+            base = {"table": "fig5a", "group": group, "model": name, "x_key": "", "x": "",
+                    "experiment": "history", "overrides": "", "run": str(folder.relative_to(root))}
             if name == "polynomial":
-                rows.append({"table": "fig5a", "group": group, "model": name, "x_key": "", "x": "",
-                             "seed": 0, "experiment": "history", "overrides": "", "run": rel,
-                             "test_mape_pct": metrics["test_mape_pct"], "test_rmse_ah": metrics["test_rmse_ah"],
+                rows.append({**base, "seed": 0, "test_mape_pct": metrics["test_mape_pct"],
+                             "test_rmse_ah": metrics["test_rmse_ah"],
                              "test_cells_scored": metrics["test_cells_scored"]})
             else:
-                for k in range(seeds):
-                    rows.append({"table": "fig5a", "group": group, "model": name, "x_key": "", "x": "",
-                                 "seed": k, "experiment": "history", "overrides": "", "run": rel,
-                                 "test_mape_pct": metrics[f"seed{k}_test_mape_pct"],
-                                 "test_rmse_ah": metrics[f"seed{k}_test_rmse_ah"]})
+                rows += [{**base, "seed": k, "test_mape_pct": metrics[f"seed{k}_test_mape_pct"],
+                          "test_rmse_ah": metrics[f"seed{k}_test_rmse_ah"]} for k in range(seeds)]
     _log(f"history: {reused + computed} baseline result(s), {reused} reused, {computed} computed")
     return rows
 
