@@ -29,6 +29,7 @@ that a later report reuses when its config is unchanged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -44,6 +45,7 @@ from slbjax import rundir
 from slbjax.data.cells import Cell
 from slbjax.data.imoe_files import load_split
 from slbjax.models.baselines import HistoryMLP, history_windows, poly_forecast
+from slbjax.train import loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +110,7 @@ class MLPResult:
 
     model: HistoryMLP
     params: object
-    best_epoch: np.ndarray
+    best_epoch: np.ndarray  # 1-based
     best_val_mse: np.ndarray
     final_learning_rate: np.ndarray
 
@@ -123,72 +125,56 @@ def _batched_mse(err: jax.Array, batch_size: int) -> jax.Array:
     return jnp.mean(e.sum(1) / m.sum(1))
 
 
-def fit_mlp(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-            seeds: list[int], s: MLPSettings = MLPSettings()) -> MLPResult:
-    """Trains one HistoryMLP per seed, all in one vmapped program (see the module doc)."""
-    model = HistoryMLP(horizon=s.horizon, hidden=s.hidden, dropout=s.dropout)
-    x_tr, y_tr = (jnp.asarray(a, jnp.float32) for a in train)
-    x_va, y_va = (jnp.asarray(a, jnp.float32) for a in val)
-    n, bs = x_tr.shape[0], s.batch_size
-    if n == 0 or x_va.shape[0] == 0:
-        raise ValueError(f"history MLP needs training and validation windows, got {n} and {x_va.shape[0]}")
-    steps = math.ceil(n / bs)
-    tx = optax.inject_hyperparams(optax.adam)(learning_rate=s.learning_rate)
+@functools.lru_cache(maxsize=8)
+def mlp_task(model: HistoryMLP, num_train: int, batch_size: int) -> loop.Task:
+    """The history MLP's training task (see the module doc); data: ``(past, future)`` rows."""
+    steps, cut = loop.shuffled_batches(num_train, batch_size)
 
-    def predict(params, x, train=False, key=None):
-        if not train:
+    def predict(params, x, key=None):
+        if key is None:
             return jax.vmap(lambda xi: model.apply(params, xi))(x)
         keys = jax.random.split(key, x.shape[0])
         return jax.vmap(lambda xi, k: model.apply(params, xi, train=True, rngs={"dropout": k}))(x, keys)
 
-    def init(seed):
-        k_init, k_run = jax.random.split(jax.random.key(seed))
-        params = model.init(k_init, x_tr[0])
-        return {"params": params, "opt": tx.init(params), "key": k_run, "best": params,
-                "best_val": jnp.inf, "best_epoch": jnp.array(-1), "sched_best": jnp.inf,
-                "bad": jnp.array(0), "lr": jnp.array(s.learning_rate, jnp.float32)}
+    def loss(params, batch, mask, rng, hp):
+        x, y = batch
+        err = jnp.mean((predict(params, x, rng) - y) ** 2, axis=-1)
+        return jnp.sum(err * mask) / jnp.sum(mask), {}
 
-    def loss(params, idx, mask, key):
-        err = jnp.mean((predict(params, x_tr[idx], True, key) - y_tr[idx]) ** 2, axis=-1)
-        return jnp.sum(err * mask) / jnp.sum(mask)
+    def plan(rng, epoch, hp):
+        rng, k_perm, k_drop = jax.random.split(rng, 3)
+        idx, mask = cut(jax.random.permutation(k_perm, num_train))
+        return rng, idx, mask, jax.random.split(k_drop, steps)
 
-    def epoch(st, epoch_no):
-        key, k_perm, k_drop = jax.random.split(st["key"], 3)
-        perm = jax.random.permutation(k_perm, n)
-        idx = jnp.concatenate([perm, jnp.zeros(steps * bs - n, perm.dtype)]).reshape(steps, bs)
-        mask = (jnp.arange(steps * bs) < n).reshape(steps, bs).astype(jnp.float32)
-        opt = st["opt"]
-        opt.hyperparams["learning_rate"] = st["lr"]
+    def validate(params, data):
+        x, y = data.val
+        return _batched_mse(jnp.mean((predict(params, x) - y) ** 2, axis=-1), batch_size)
 
-        def step(carry, inp):
-            params, opt = carry
-            i, m, k = inp
-            grads = jax.grad(loss)(params, i, m, k)
-            updates, opt = tx.update(grads, opt, params)
-            return (optax.apply_updates(params, updates), opt), None
+    return loop.Task(init=lambda key, data: model.init(key, data.train[0][0]), loss=loss, plan=plan,
+                     optimizer=optax.adam, validate=validate, val_name="mse")
 
-        (params, opt), _ = jax.lax.scan(step, (st["params"], opt), (idx, mask, jax.random.split(k_drop, steps)))
-        val = _batched_mse(jnp.mean((predict(params, x_va) - y_va) ** 2, axis=-1), bs)
-        better = val < st["best_val"]
-        improved = val < st["sched_best"] * (1 - s.plateau_threshold)
-        bad = jnp.where(improved, 0, st["bad"] + 1)
-        cut = bad > s.plateau_patience
-        return {
-            "params": params, "opt": opt, "key": key,
-            "best": jax.tree.map(lambda new, old: jnp.where(better, new, old), params, st["best"]),
-            "best_val": jnp.where(better, val, st["best_val"]),
-            "best_epoch": jnp.where(better, epoch_no, st["best_epoch"]),
-            "sched_best": jnp.where(improved, val, st["sched_best"]),
-            "bad": jnp.where(cut, 0, bad),
-            "lr": jnp.where(cut, st["lr"] * s.plateau_factor, st["lr"]),
-        }
 
-    state = jax.jit(jax.vmap(init))(jnp.asarray(seeds))
-    run_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, None)))
-    for e in range(s.epochs):
-        state = run_epoch(state, jnp.asarray(e))
-    return MLPResult(model, state["best"], np.asarray(state["best_epoch"]), np.asarray(state["best_val"]),
-                     np.asarray(state["lr"]))
+def fit_mlp(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+            seeds: list[int], s: MLPSettings = MLPSettings()) -> MLPResult:
+    """Trains one HistoryMLP per seed, all members of one program (see the module doc)."""
+    model = HistoryMLP(horizon=s.horizon, hidden=s.hidden, dropout=s.dropout)
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    n, n_val = len(train[0]), len(val[0])
+    if n == 0 or n_val == 0:
+        raise ValueError(f"history MLP needs training and validation windows, got {n} and {n_val}")
+    keys = jax.vmap(lambda seed: jnp.stack(jax.random.split(jax.random.key(seed))))(jnp.asarray(seeds))
+    members = loop.Members(keys[:, 0], keys[:, 1], np.full(len(seeds), s.learning_rate, np.float32))
+    results = loop.fit(
+        mlp_task(model, n, s.batch_size),
+        loop.Data((f32(train[0]), f32(train[1])), (f32(val[0]), f32(val[1]))),
+        members, epochs=s.epochs,
+        plateau=loop.Plateau(s.plateau_patience, s.plateau_factor, s.plateau_threshold),
+        log=lambda msg: None,
+    )
+    return MLPResult(model, loop.stack_members([r.params for r in results]),
+                     np.asarray([r.best_epoch for r in results]),
+                     np.asarray([r.best_val for r in results]),
+                     np.asarray([r.learning_rate for r in results]))
 
 
 def mlp_member_predictions(result: MLPResult, past: np.ndarray) -> np.ndarray:

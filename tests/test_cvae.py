@@ -178,22 +178,42 @@ def test_vmapped_training_equals_separate_training():
     model = PulseCVAE(embed_dim=4, intermediate_dim=4)
     kw = dict(epochs=2, batch_size=16, learning_rate=1e-3, fast_compile=True)
     together = trainer.train_lanes(model, inputs, lane_chunk=0, **kw)
-    assert together.steps_per_epoch == 3
+    assert trainer.steps_per_epoch(inputs.train_mask, 16) == 3
     # lanes run as a lax.map over groups of one vmapped lane: same numbers
     grouped = trainer.train_lanes(model, inputs, lane_chunk=1, **kw)
-    chex.assert_trees_all_close(grouped.params, together.params, rtol=1e-5, atol=1e-6)
+    for g, t in zip(grouped, together, strict=True):
+        chex.assert_trees_all_close(g.params, t.params, rtol=1e-5, atol=1e-6)
     for i in range(2):
-        alone = trainer.train_lanes(model, inputs.lane(i), **kw)
-        assert alone.steps_per_epoch == [3, 1][i]
-        chex.assert_trees_all_close(
-            trainer.lane_params(together.params, i),
-            trainer.lane_params(alone.params, 0),
-            rtol=1e-5,
-            atol=1e-6,
-        )
-        np.testing.assert_allclose(together.epoch_loss[i], alone.epoch_loss[0], rtol=1e-5)
+        alone = trainer.train_lanes(model, inputs.lane(i), **kw)[0]
+        assert trainer.steps_per_epoch(inputs.lane(i).train_mask, 16) == [3, 1][i]
+        chex.assert_trees_all_close(together[i].params, alone.params, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(together[i].history["train_loss"], alone.history["train_loss"],
+                                   rtol=1e-5)
     # the two lanes really trained differently
-    assert not np.allclose(together.epoch_loss[0], together.epoch_loss[1])
+    assert not np.allclose(together[0].history["train_loss"], together[1].history["train_loss"])
+
+
+def test_other_learning_rates_reuse_the_compiled_program():
+    from slbjax.train import loop
+
+    data = pulse_synthetic.make_cohort(4, seed=1)
+    mask = np.isin(data.soc_pct, (5, 10, 15))[None]
+    x, c = data.features, data.conditions
+    inputs = trainer.LaneInputs(
+        features=x, conditions=c, train_mask=mask,
+        feature_lo=x[mask[0]].min(0)[None], feature_hi=x[mask[0]].max(0)[None],
+        cond_lo=c.min(0)[None], cond_hi=c.max(0)[None],
+        keys=trainer.lane_key(0, 0, 3)[None], w_rec=np.full(1, 0.5), w_kl=np.full(1, 0.5),
+    )
+    model = PulseCVAE(embed_dim=4, intermediate_dim=4)
+    kw = dict(epochs=2, batch_size=16, fast_compile=True)
+    first = trainer.train_lanes(model, inputs, learning_rate=1e-3, **kw)[0]
+    before = loop.compilations()
+    runs = [trainer.train_lanes(model, inputs, learning_rate=lr, **kw)[0] for lr in (3e-3, 1e-2)]
+    assert loop.compilations() == before  # no new program for other learning rates
+    losses = [r.history["train_loss"][-1] for r in (first, *runs)]
+    assert len(set(losses)) == 3  # ... and the rates did change the training
+    assert [r.learning_rate for r in runs] == pytest.approx([3e-3, 1e-2])
 
 
 # ------------------------------------------------------------------- runner

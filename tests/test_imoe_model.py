@@ -104,7 +104,7 @@ def test_tiny_fit_learns_and_is_reproducible():
     r1 = fit(model, train, val, **kw)
     r2 = fit(model, train, val, **kw)
     assert r1.history["val_mse"][-1] < 0.5 * r1.history["val_mse"][0]
-    assert r1.best_val_mse == min(r1.history["val_mse"])
+    assert r1.best_val == min(r1.history["val_mse"])
     assert r1.history == r2.history  # same config + seed, same numbers
     p1, _ = predict(model, r1.params, val)
     p2, _ = predict(model, r2.params, val)
@@ -119,9 +119,9 @@ def test_early_stopping_stops_and_keeps_best():
             chunk=5, log=lambda s: None)
     assert r.epochs_run < 200
     assert r.epochs_run == r.best_epoch + 3
-    assert r.best_val_mse == pytest.approx(min(r.history["val_mse"]))
+    assert r.best_val == pytest.approx(min(r.history["val_mse"]))
     pb, _ = predict(model, r.params, val)
-    assert float(np.mean((pb - val.target) ** 2)) == pytest.approx(r.best_val_mse, rel=1e-4)
+    assert float(np.mean((pb - val.target) ** 2)) == pytest.approx(r.best_val, rel=1e-4)
 
 
 def test_vmapped_members_equal_separate_trainings():

@@ -70,6 +70,7 @@ from slbjax.data.pulse import FEATURES, NUM_FEATURES, PulseData
 from slbjax.errors import ConfigError, DataError, RunDirError
 from slbjax.models.cvae import PulseCVAE
 from slbjax.train import cvae as trainer
+from slbjax.train.loop import member_params, stack_members
 
 # --------------------------------------------------------------- constants
 CASE_TRAIN_SOC_PCT: dict[int, tuple[int, ...]] = {
@@ -814,7 +815,7 @@ def run(cfg: CvaeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
 
     # ---- train: every lane in one program
     _log(f"training {len(lanes)} lanes for {cfg.train.epochs} epochs (one jit-compiled program)")
-    result = trainer.train_lanes(
+    results = trainer.train_lanes(
         model,
         inputs,
         epochs=cfg.train.epochs,
@@ -823,12 +824,14 @@ def run(cfg: CvaeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
         adam_eps=cfg.train.adam_eps,
         fast_compile=cfg.train.fast_compile,
     )
-    train_seconds = result.compile_seconds + result.run_seconds
+    lane_stack = stack_members([r.params for r in results])
+    epoch_loss = np.asarray([r.history["train_loss"] for r in results])
+    train_seconds, compile_seconds = results[0].seconds, results[0].compile_seconds
     _log(
-        f"trained in {train_seconds:.1f} s (compile {result.compile_seconds:.1f} s, run "
-        f"{result.run_seconds:.1f} s); final loss {np.mean(result.epoch_loss[:, -1]):.4f}"
+        f"trained in {train_seconds:.1f} s (compile {compile_seconds:.1f} s, run "
+        f"{train_seconds - compile_seconds:.1f} s); final loss {np.mean(epoch_loss[:, -1]):.4f}"
     )
-    if not np.all(np.isfinite(result.epoch_loss)):
+    if not np.all(np.isfinite(epoch_loss)):
         raise FloatingPointError("training loss became non-finite; lower train.learning_rate")
 
     # ---- generate + evaluate
@@ -836,7 +839,7 @@ def run(cfg: CvaeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
     by_case = {p.case: p for p in plans}
     lane_models = []
     for i, lane in enumerate(lanes):
-        params = trainer.lane_params(result.params, i)
+        params = results[i].params
         rows = by_case[lane.case].train_rows
         x = trainer.minmax_apply(data.features[rows], lane.feature_lo, lane.feature_hi)
         c = trainer.minmax_apply(data.conditions[rows], lane.cond_lo, lane.cond_hi)
@@ -864,7 +867,7 @@ def run(cfg: CvaeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
     checkpoint.save(
         run_dir,
         cfg.train.epochs,
-        result.params,
+        lane_stack,
         _checkpoint_meta(cfg, data, plans, lanes, lane_models),
     )
     _write_csv(run_dir / "per_soc.csv", records)
@@ -876,21 +879,21 @@ def run(cfg: CvaeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, floa
             "seed_index": lane.seed_index,
             "protocols": "+".join(lane.protocols),
             "epoch": e + 1,
-            "loss": float(result.epoch_loss[i, e]),
+            "loss": float(epoch_loss[i, e]),
         }
         for i, lane in enumerate(lanes)
-        for e in range(result.epoch_loss.shape[1])
+        for e in range(epoch_loss.shape[1])
     ]
     _write_csv(run_dir / "history.csv", history)
     metrics.update(
         {
             "train_seconds": train_seconds,
-            "train_compile_seconds": result.compile_seconds,
-            "train_run_seconds": result.run_seconds,
+            "train_compile_seconds": compile_seconds,
+            "train_run_seconds": train_seconds - compile_seconds,
             "evaluate_seconds": evaluate_seconds,
             "num_lanes": float(len(lanes)),
-            "steps_per_epoch": float(result.steps_per_epoch),
-            "final_train_loss": float(np.mean(result.epoch_loss[:, -1])),
+            "steps_per_epoch": float(trainer.steps_per_epoch(inputs.train_mask, cfg.train.batch_size)),
+            "final_train_loss": float(np.mean(epoch_loss[:, -1])),
             "num_rows": float(data.num_rows),
         }
     )
@@ -992,7 +995,7 @@ def generate(
     latent_logvar = np.asarray(lane["latent_logvar"], np.float64).reshape(-1, mc["latent_dim"])
     lm = _LaneModel(
         model,
-        trainer.lane_params(params, idx),
+        member_params(params, idx),
         arr("feature_lo"),
         arr("feature_hi"),
         arr("cond_lo"),

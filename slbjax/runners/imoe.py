@@ -401,7 +401,7 @@ def _evaluate_and_write(cfg, run_dir, model, batches, wins, results, report, nor
         "seconds_per_epoch": results[0].seconds_per_epoch,
         "epochs_run": max(r.epochs_run for r in results),
         "best_epoch": results[0].best_epoch,
-        "best_val_mse": results[0].best_val_mse if "val" in batches else float("nan"),
+        "best_val_mse": results[0].best_val if "val" in batches else float("nan"),
         "ensemble_size": len(results),
     }
     per_cell_rows = []

@@ -1,7 +1,8 @@
-"""Vectorised CVAE training: every (case, seed) lane in ONE jit-compiled program.
+"""CVAE training on the shared core: every (case, seed) lane a member of ONE program.
 
 The eight SOC cases of the paper differ only in which rows they train on, and
-seeds differ only in their PRNG keys, so all of them are lanes of one program:
+seeds differ only in their PRNG keys, so all of them are members ("lanes") of
+one program of :mod:`slbjax.train.loop`:
 
 * the data (``features`` [N, F], ``conditions`` [N, C], raw units) are shared;
   each lane has a training mask [N] and its own min-max normalisers (arrays
@@ -14,8 +15,8 @@ seeds differ only in their PRNG keys, so all of them are lanes of one program:
 * all lanes run ``ceil(max_rows / B)`` steps per epoch; a step in which a lane
   has no valid row leaves its parameters and optimiser state untouched, so a
   lane trains exactly as it would alone;
-* the epoch loop is a ``lax.scan`` over epochs around a ``lax.scan`` over
-  steps, the whole function is ``jax.vmap``-ed over lanes and ``jax.jit``-ed.
+* the learning rate is a per-lane value in the optimizer state: other rates
+  run the same compiled program.
 
 Keys: lane key ``k``; parameters from ``fold_in(k, 0)``; epoch ``e`` uses
 ``fold_in(fold_in(k, 1), e)``, split into a permutation key and a step key;
@@ -29,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from typing import Any
 
 import chex
@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 from slbjax.models.cvae import PulseCVAE, loss_terms
+from slbjax.train import loop
 
 
 # ----------------------------------------------------------------- normalisers
@@ -110,119 +111,56 @@ class LaneInputs:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainResult:
-    """Output of :func:`train_lanes`.
-
-    Attributes:
-      params: parameter pytree, every leaf with a leading lane axis [L, ...].
-      epoch_loss: [L, E] mean training loss per epoch.
-      steps_per_epoch: scan length of one epoch.
-      compile_seconds: time to trace and compile the program.
-      run_seconds: time to run it (blocking until done).
-    """
-
-    params: Any
-    epoch_loss: np.ndarray
-    steps_per_epoch: int
-    compile_seconds: float
-    run_seconds: float
-
-
 def lane_key(seed: int, seed_index: int, case: int) -> jax.Array:
     """The training key of one (seed, case) lane; independent of the lane layout."""
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), seed_index), case)
 
 
-# -------------------------------------------------------------------- program
+# ----------------------------------------------------------------------- task
 @functools.lru_cache(maxsize=8)
-def _train_program(
-    model_kwargs: tuple,
-    epochs: int,
-    batch_size: int,
-    steps_per_epoch: int,
-    learning_rate: float,
-    adam_eps: float,
-    lane_chunk: int,
-):
-    model = PulseCVAE(**dict(model_kwargs))
-    optimizer = optax.adam(learning_rate, eps=adam_eps)
+def task(model: PulseCVAE, num_rows: int, batch_size: int, steps: int, adam_eps: float) -> loop.Task:
+    """The CVAE's training task over ``num_rows`` shared rows, ``steps`` minibatches per epoch.
+
+    Per-member values (``hparams``): ``train_mask`` [N], ``feature_lo/hi`` [F],
+    ``cond_lo/hi`` [C], ``w_rec``, ``w_kl``.
+    """
     B = batch_size
 
-    def batch_loss(params, x, c, valid, keys, w_rec, w_kl):
+    def prepare(data: loop.Data, hp) -> loop.Data:
+        features, conditions = data.train
+        return loop.Data((minmax_apply(features, hp["feature_lo"], hp["feature_hi"]),
+                          minmax_apply(conditions, hp["cond_lo"], hp["cond_hi"])))
+
+    def init(key, data: loop.Data):
+        x, c = data.train
+        return model.init({"params": jax.random.fold_in(key, 0), "latent": jax.random.fold_in(key, 2)},
+                          x[0], c[0])
+
+    def plan(rng, epoch, hp):
+        mask = hp["train_mask"]
+        perm_key, step_key = jax.random.split(jax.random.fold_in(rng, epoch))
+        # the lane's own rows in random order first, the other rows after them
+        order = jnp.argsort(jnp.where(mask, jax.random.uniform(perm_key, (num_rows,)), 2.0))
+        pad = steps * B - num_rows
+        order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]) if pad > 0 else order[: steps * B]
+        valid = jnp.arange(steps * B) < mask.sum()
+        rngs = jax.vmap(lambda j: jax.random.fold_in(step_key, j))(jnp.arange(steps))
+        return rng, order.reshape(steps, B), valid.reshape(steps, B), rngs
+
+    def loss(params, batch, mask, rng, hp):
+        x, c = batch
+
         def one(xi, ci, ki):
             x_hat, mean, logvar = model.apply(params, xi, ci, rngs={"latent": ki})
             return loss_terms(xi, x_hat, mean, logvar)
 
-        rec, kl = jax.vmap(one)(x, c, keys)
-        per_row = w_rec * rec + w_kl * kl
-        weight = valid / jnp.maximum(valid.sum(), 1.0)
-        return jnp.sum(weight * per_row)
+        rec, kl = jax.vmap(one)(x, c, jax.random.split(rng, B))
+        per_row = hp["w_rec"] * rec + hp["w_kl"] * kl
+        return jnp.sum(mask / jnp.maximum(mask.sum(), 1.0) * per_row), {}
 
-    grad_fn = jax.value_and_grad(batch_loss)
-
-    def train_one(features, conditions, mask, f_lo, f_hi, c_lo, c_hi, key, w_rec, w_kl):
-        n = features.shape[0]
-        x_all = minmax_apply(features, f_lo, f_hi)
-        c_all = minmax_apply(conditions, c_lo, c_hi)
-        n_valid = mask.sum()
-        params = model.init(
-            {"params": jax.random.fold_in(key, 0), "latent": jax.random.fold_in(key, 2)},
-            x_all[0],
-            c_all[0],
-        )
-        opt_state = optimizer.init(params)
-        run_key = jax.random.fold_in(key, 1)
-        pad = steps_per_epoch * B - n
-
-        def epoch(carry, e):
-            ekey = jax.random.fold_in(run_key, e)
-            perm_key, step_key = jax.random.split(ekey)
-            scores = jnp.where(mask, jax.random.uniform(perm_key, (n,)), 2.0)
-            order = jnp.argsort(scores)
-            if pad > 0:
-                order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
-
-            def step(carry, j):
-                params, opt_state = carry
-                pos = j * B + jnp.arange(B)
-                idx = jax.lax.dynamic_slice(order, (j * B,), (B,))
-                valid = (pos < n_valid).astype(x_all.dtype)
-                keys = jax.random.split(jax.random.fold_in(step_key, j), B)
-                loss, grads = grad_fn(params, x_all[idx], c_all[idx], valid, keys, w_rec, w_kl)
-                updates, new_opt = optimizer.update(grads, opt_state, params)
-                new_params = optax.apply_updates(params, updates)
-                active = valid.sum() > 0
-                keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
-                params = jax.tree_util.tree_map(keep, new_params, params)
-                opt_state = jax.tree_util.tree_map(keep, new_opt, opt_state)
-                return (params, opt_state), (loss * active, active)
-
-            carry, (losses, active) = jax.lax.scan(step, carry, jnp.arange(steps_per_epoch))
-            return carry, jnp.sum(losses) / jnp.maximum(jnp.sum(active), 1)
-
-        (params, _), epoch_loss = jax.lax.scan(epoch, (params, opt_state), jnp.arange(epochs))
-        return params, epoch_loss
-
-    lanes = jax.vmap(train_one, in_axes=(None, None, 0, 0, 0, 0, 0, 0, 0, 0))
-
-    def program(features, conditions, *per_lane):
-        n_lanes = per_lane[0].shape[0]
-        if lane_chunk <= 0 or n_lanes <= lane_chunk:
-            return lanes(features, conditions, *per_lane)
-        # groups of lane_chunk vmapped lanes, one group after the other
-        groups = -(-n_lanes // lane_chunk)
-        pad = groups * lane_chunk - n_lanes
-
-        def split(a):
-            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
-            return a.reshape(groups, lane_chunk, *a.shape[1:])
-
-        out = jax.lax.map(lambda g: lanes(features, conditions, *g), tuple(map(split, per_lane)))
-        merge = lambda a: a.reshape(groups * lane_chunk, *a.shape[2:])[:n_lanes]  # noqa: E731
-        return jax.tree_util.tree_map(merge, out)
-
-    return jax.jit(program)
+    # only the learning rate is a per-member value: Adam's other constants stay Python floats
+    return loop.Task(init=init, loss=loss, plan=plan, prepare=prepare,
+                     optimizer=lambda learning_rate: optax.adam(learning_rate, eps=adam_eps))
 
 
 def default_lane_chunk() -> int:
@@ -237,20 +175,6 @@ def default_lane_chunk() -> int:
     return 8 if jax.default_backend() == "cpu" else 0
 
 
-# compiled executables by (static settings, argument shapes): a second run with
-# the same shapes (tests, sweeps) skips the compile; compile_seconds is then ~0
-_COMPILED: dict = {}
-
-
-def model_kwargs(model: PulseCVAE) -> tuple:
-    """Hashable constructor arguments of a :class:`PulseCVAE`."""
-    return tuple(
-        (f.name, getattr(model, f.name))
-        for f in dataclasses.fields(model)
-        if f.name not in ("parent", "name")
-    )
-
-
 def steps_per_epoch(train_mask: np.ndarray, batch_size: int) -> int:
     """``ceil(max rows of a lane / batch_size)``."""
     return max(1, math.ceil(int(np.asarray(train_mask).sum(axis=1).max()) / batch_size))
@@ -262,26 +186,28 @@ def train_lanes(
     *,
     epochs: int,
     batch_size: int,
-    learning_rate: float,
+    learning_rate: float | np.ndarray,
     adam_eps: float = 1e-7,
     fast_compile: bool = False,
     lane_chunk: int | None = None,
-) -> TrainResult:
-    """Trains every lane of ``inputs`` in one compiled program.
+) -> list[loop.TrainResult]:
+    """Trains every lane of ``inputs`` in one compiled program (:func:`slbjax.train.loop.fit`).
 
     Args:
       model: the (unbatched) model.
       inputs: shared data and per-lane masks, normalisers and keys.
       epochs: passes over each lane's training rows.
       batch_size: B (a lane's last batch of an epoch may be short).
-      learning_rate, adam_eps: Adam settings (Keras defaults: 1e-3, 1e-7).
+      learning_rate: Adam's rate, one value or one per lane (a traced value:
+        other rates reuse the compiled program); Keras default 1e-3.
+      adam_eps: Adam's epsilon (Keras default 1e-7).
       fast_compile: compile with XLA's backend optimisation level 0: about 3x
         quicker to compile, somewhat slower to run (for smoke runs and tests).
       lane_chunk: vmap at most this many lanes at once (0: all); None picks
         :func:`default_lane_chunk`.  Results do not depend on it.
 
     Returns:
-      :class:`TrainResult` with lane-stacked parameters.
+      One :class:`~slbjax.train.loop.TrainResult` per lane (final parameters).
     """
     L, N = inputs.train_mask.shape
     F, C = inputs.features.shape[1], inputs.conditions.shape[1]
@@ -293,59 +219,32 @@ def train_lanes(
     if np.any(np.asarray(inputs.train_mask).sum(axis=1) == 0):
         raise ValueError("a lane has no training rows")
     spe = steps_per_epoch(inputs.train_mask, batch_size)
-    chunk = default_lane_chunk() if lane_chunk is None else int(lane_chunk)
-    static = (
-        model_kwargs(model),
-        epochs,
-        batch_size,
-        spe,
-        float(learning_rate),
-        float(adam_eps),
-        chunk,
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    hp = {"train_mask": np.asarray(inputs.train_mask, bool),
+          "feature_lo": f32(inputs.feature_lo), "feature_hi": f32(inputs.feature_hi),
+          "cond_lo": f32(inputs.cond_lo), "cond_hi": f32(inputs.cond_hi),
+          "w_rec": f32(inputs.w_rec), "w_kl": f32(inputs.w_kl)}
+    members = loop.Members(
+        init_keys=inputs.keys,
+        rngs=jax.vmap(lambda k: jax.random.fold_in(k, 1))(inputs.keys),
+        learning_rate=np.broadcast_to(f32(learning_rate), (L,)),
+        hparams=hp,
     )
-    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    args = (
-        f32(inputs.features),
-        f32(inputs.conditions),
-        jnp.asarray(inputs.train_mask, bool),
-        f32(inputs.feature_lo),
-        f32(inputs.feature_hi),
-        f32(inputs.cond_lo),
-        f32(inputs.cond_hi),
-        inputs.keys,
-        f32(inputs.w_rec),
-        f32(inputs.w_kl),
+    return loop.fit(
+        task(model, N, batch_size, spe, float(adam_eps)),
+        loop.Data((f32(inputs.features), f32(inputs.conditions))),
+        members,
+        epochs=epochs,
+        chunk=epochs,
+        member_group=default_lane_chunk() if lane_chunk is None else int(lane_chunk),
+        fast_compile=fast_compile,
+        log=lambda s: None,
     )
-    t0 = time.perf_counter()
-    signature = (static, fast_compile, tuple((a.shape, str(a.dtype)) for a in args))
-    compiled = _COMPILED.get(signature)
-    if compiled is None:
-        options = {"xla_backend_optimization_level": 0} if fast_compile else None
-        compiled = _train_program(*static).lower(*args).compile(compiler_options=options)
-        if len(_COMPILED) >= 8:
-            _COMPILED.pop(next(iter(_COMPILED)))
-        _COMPILED[signature] = compiled
-    t1 = time.perf_counter()
-    params, epoch_loss = jax.block_until_ready(compiled(*args))
-    t2 = time.perf_counter()
-    return TrainResult(
-        params=jax.device_get(params),
-        epoch_loss=np.asarray(epoch_loss),
-        steps_per_epoch=spe,
-        compile_seconds=t1 - t0,
-        run_seconds=t2 - t1,
-    )
-
-
-def lane_params(params: Any, i: int) -> Any:
-    """Parameters of lane ``i`` from a lane-stacked pytree."""
-    return jax.tree_util.tree_map(lambda a: a[i], params)
 
 
 # ----------------------------------------------------------------- generation
 @functools.lru_cache(maxsize=8)
-def _apply_programs(model_kwargs: tuple):
-    model = PulseCVAE(**dict(model_kwargs))
+def _apply_programs(model: PulseCVAE):
 
     def decode(params, z, c):
         return model.apply(params, z, c, method=PulseCVAE.decode)
@@ -381,7 +280,7 @@ def decode_rows(model: PulseCVAE, params: Any, z: np.ndarray, cond_norm: np.ndar
     zp = np.zeros((size, z.shape[1]), np.float32)
     cp = np.zeros((size, cond_norm.shape[1]), np.float32)
     zp[:m], cp[:m] = z, cond_norm
-    out = _apply_programs(model_kwargs(model))[0](params, zp, cp)
+    out = _apply_programs(model)[0](params, zp, cp)
     return np.asarray(out, np.float64)[:m]
 
 
@@ -394,5 +293,5 @@ def encode_rows(
     xp = np.zeros((size, x_norm.shape[1]), np.float32)
     cp = np.zeros((size, cond_norm.shape[1]), np.float32)
     xp[:m], cp[:m] = x_norm, cond_norm
-    mean, logvar = _apply_programs(model_kwargs(model))[1](params, xp, cp)
+    mean, logvar = _apply_programs(model)[1](params, xp, cp)
     return np.asarray(mean, np.float64)[:m], np.asarray(logvar, np.float64)[:m]
