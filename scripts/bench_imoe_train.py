@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from slbjax import metrics
+from slbjax.evaluate import metrics
 from slbjax.models.imoe import IMOE, batched_apply
 from slbjax.paths import resolve_data_dir
 from slbjax.runners import imoe as runner

@@ -44,6 +44,7 @@ import pandas as pd
 from slbjax import rundir
 from slbjax.data.cells import Cell
 from slbjax.data.imoe_files import load_split
+from slbjax.evaluate.metrics import ape_pct, mape_pct, rmse
 from slbjax.models.baselines import HistoryMLP, history_windows, poly_forecast
 from slbjax.train import loop
 
@@ -96,8 +97,7 @@ def poly_scores(cells: list[Cell], s: PolySettings = PolySettings()) -> pd.DataF
             continue
         forecast = poly_forecast(past, s.horizon, s.degree)
         rows.append({"cell": c.name, "windows": len(past),
-                     "mape_pct": float(np.mean(np.abs(forecast - future) / future) * 100),
-                     "rmse_ah": float(np.sqrt(np.mean((forecast - future) ** 2)))})
+                     "mape_pct": mape_pct(forecast, future), "rmse_ah": rmse(forecast, future)})
     return pd.DataFrame(rows)
 
 
@@ -264,12 +264,12 @@ def _mlp_run(split, s: MLPSettings, seeds: int, folder, config) -> dict:
         return metrics
     result = fit_mlp(data["train"][:2], data["val"][:2], list(range(seeds)), s)
     pred = mlp_member_predictions(result, past)
-    ape = np.abs(pred - future) / future * 100  # [members, M, L]
+    ape = ape_pct(pred, future)  # [members, M, L]
     metrics = {"test_windows": len(past), "train_windows": len(data["train"][0])}
     per_cell = []
     for k in range(seeds):
         metrics[f"seed{k}_test_mape_pct"] = float(ape[k].mean())
-        metrics[f"seed{k}_test_rmse_ah"] = float(np.sqrt(np.mean((pred[k] - future) ** 2)))
+        metrics[f"seed{k}_test_rmse_ah"] = rmse(pred[k], future)
         metrics[f"seed{k}_best_epoch"] = int(result.best_epoch[k])
         metrics[f"seed{k}_final_learning_rate"] = float(result.final_learning_rate[k])
         for i, c in enumerate(split.test):

@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from slbjax import checkpoint, metrics
+from slbjax import checkpoint
 from slbjax.config import to_dict
 from slbjax.data.cells import Cell
 from slbjax.data.features import Normaliser
@@ -25,6 +25,7 @@ from slbjax.data.imoe_files import load_split
 from slbjax.data.synthetic import cohort_split, generate_cohort
 from slbjax.data.windows import Windows, build_windows
 from slbjax.errors import ConfigError, DataError
+from slbjax.evaluate import metrics
 from slbjax.models.baselines import Informer, PatchTST
 from slbjax.models.imoe import IMOE
 from slbjax.paths import require_data_dir

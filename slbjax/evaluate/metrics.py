@@ -1,15 +1,35 @@
-"""Accuracy metrics over all predicted points, as the papers report them."""
+"""Accuracy metrics over all predicted points, as the papers report them.
+
+Every function takes ``(pred, true)`` in that order; points whose truth is
+unknown (NaN) do not count.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def mape_pct(pred: np.ndarray, true: np.ndarray) -> float:
-    """Mean absolute percentage error (%) over all points where truth is known."""
+def ape_pct(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Absolute percentage error (%) per point: |pred - true| / |true| x 100.
+
+    NaN where the truth is unknown (not finite) or zero.
+    """
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     ok = np.isfinite(true) & (np.abs(true) > 1e-12)
-    return float(np.mean(np.abs((pred[ok] - true[ok]) / true[ok])) * 100.0) if ok.any() else float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ok, np.abs(pred - true) / np.abs(np.where(ok, true, 1.0)) * 100.0, np.nan)
+
+
+def mape_pct(pred: np.ndarray, true: np.ndarray, axis: int | None = None):
+    """Mean absolute percentage error (%) over the points where truth is known.
+
+    A float over all points (``axis=None``), else an array of means along ``axis``.
+    """
+    ape = ape_pct(pred, true)
+    if axis is not None:
+        return np.nanmean(ape, axis=axis)
+    ok = np.isfinite(ape)
+    return float(ape[ok].mean()) if ok.any() else float("nan")
 
 
 def rmse(pred: np.ndarray, true: np.ndarray) -> float:

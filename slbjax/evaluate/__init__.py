@@ -1,0 +1,1 @@
+"""Scoring what the models produce: accuracy metrics, SOH estimators, generation errors."""
