@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-FAMILIES = ("imoe", "cvae")
+FAMILIES = ("imoe", "cvae", "sort")
 
 
 def for_family(family: str) -> ModuleType:

@@ -1,0 +1,1 @@
+"""Decisions made on retired cells: consistency grouping (:mod:`slbjax.decide.grouping`)."""
