@@ -29,23 +29,17 @@ from __future__ import annotations
 
 import dataclasses
 
-from slbjax.runners.cvae import (
-    CvaeConfig,
-    CvaeDataConfig,
-    CvaeDownstreamConfig,
-    CvaeModelConfig,
-    CvaeTrainConfig,
-)
+from slbjax.configs.cvae import CvaeConfig, CvaeData, CvaeDownstream, CvaeModel, CvaeTrain
 
 
 def get_config(smoke: bool = False) -> CvaeConfig:
     """The paper's setting on the NMC 2.1 Ah workbook; ``smoke`` shrinks it to seconds."""
-    cfg = CvaeConfig(data=CvaeDataConfig(battery="NMC2.1"))
+    cfg = CvaeConfig(data=CvaeData(battery="NMC2.1"))
     if smoke:
         cfg = dataclasses.replace(
             cfg,
-            model=CvaeModelConfig(embed_dim=16, intermediate_dim=16),
-            train=CvaeTrainConfig(epochs=2, fast_compile=True),
-            downstream=CvaeDownstreamConfig(n_estimators=5),
+            model=CvaeModel(embed_dim=16, intermediate_dim=16),
+            train=CvaeTrain(epochs=2, fast_compile=True),
+            downstream=CvaeDownstream(n_estimators=5),
         )
     return cfg

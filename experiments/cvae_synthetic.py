@@ -19,24 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from slbjax.runners.cvae import (
-    CvaeConfig,
-    CvaeDataConfig,
-    CvaeDownstreamConfig,
-    CvaeModelConfig,
-    CvaeTrainConfig,
-)
+from slbjax.configs.cvae import CvaeConfig, CvaeData, CvaeDownstream, CvaeModel, CvaeTrain
 
 
 def get_config(smoke: bool = False) -> CvaeConfig:
     """48 synthetic cells, the paper's model and training; ``smoke``: 12 cells, tiny model."""
-    cfg = CvaeConfig(data=CvaeDataConfig(battery="synthetic"))
+    cfg = CvaeConfig(data=CvaeData(battery="synthetic"))
     if smoke:
         cfg = dataclasses.replace(
             cfg,
-            data=CvaeDataConfig(battery="synthetic", synthetic_cells=12),
-            model=CvaeModelConfig(embed_dim=16, intermediate_dim=16),
-            train=CvaeTrainConfig(epochs=2, batch_size=16, fast_compile=True),
-            downstream=CvaeDownstreamConfig(n_estimators=5),
+            data=CvaeData(battery="synthetic", synthetic_cells=12),
+            model=CvaeModel(embed_dim=16, intermediate_dim=16),
+            train=CvaeTrain(epochs=2, batch_size=16, fast_compile=True),
+            downstream=CvaeDownstream(n_estimators=5),
         )
     return cfg

@@ -16,13 +16,11 @@ and 100 % of the training cells.
 
 from slbjax.experiments.imoe_ul import get_config as _ul_config
 
-GRID = {"data.train_fraction": ["0.2", "0.4", "0.6", "0.8", "1.0"]}
-SMOKE_GRID = {"data.train_fraction": ["0.5", "1.0"]}
-
 
 def get_config(smoke: bool = False):
     return _ul_config(smoke)
 
 
-def grid(smoke: bool = False) -> dict[str, list[str]]:
-    return SMOKE_GRID if smoke else GRID
+def grid(smoke: bool = False) -> dict[str, list[float]]:
+    """The swept values, typed as the config field."""
+    return {"data.train_fraction": [0.5, 1.0] if smoke else [0.2, 0.4, 0.6, 0.8, 1.0]}

@@ -15,13 +15,11 @@ one count are members of that program.
 
 from slbjax.experiments.imoe_ul import get_config as _ul_config
 
-GRID = {"model.num_experts": ["3", "4", "5", "6", "7", "8"]}
-SMOKE_GRID = {"model.num_experts": ["3", "5"]}
-
 
 def get_config(smoke: bool = False):
     return _ul_config(smoke)
 
 
-def grid(smoke: bool = False) -> dict[str, list[str]]:
-    return SMOKE_GRID if smoke else GRID
+def grid(smoke: bool = False) -> dict[str, list[int]]:
+    """The swept values, typed as the config field."""
+    return {"model.num_experts": [3, 5] if smoke else [3, 4, 5, 6, 7, 8]}

@@ -13,13 +13,11 @@ each point's ``data_report.json``); every horizon is its own program.
 
 from slbjax.experiments.imoe_ul import get_config as _ul_config
 
-GRID = {"data.horizon": ["10", "30", "50", "80", "100", "150"]}
-SMOKE_GRID = {"data.horizon": ["10", "30"]}
-
 
 def get_config(smoke: bool = False):
     return _ul_config(smoke)
 
 
-def grid(smoke: bool = False) -> dict[str, list[str]]:
-    return SMOKE_GRID if smoke else GRID
+def grid(smoke: bool = False) -> dict[str, list[int]]:
+    """The swept values, typed as the config field."""
+    return {"data.horizon": [10, 30] if smoke else [10, 30, 50, 80, 100, 150]}

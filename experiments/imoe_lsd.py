@@ -16,18 +16,17 @@ in ``imoe-ul``.  Patience is 100 epochs (the published LSD checkpoint ran 600
 epochs; one LSD epoch is ~20x a UL one).
 """
 
-from slbjax.runners.imoe import ImoeConfig, ImoeData, ImoeModel, ImoeTrain
+from slbjax.config import replace
+from slbjax.configs.imoe import ImoeConfig, ImoeData, ImoeModel, ImoeTrain
 
 
 def get_config(smoke: bool = False) -> ImoeConfig:
-    if smoke:
-        return ImoeConfig(
-            data=ImoeData(dataset="LSD", skip_first=1, max_windows_per_cell=4),
-            model=ImoeModel(hidden=16),
-            train=ImoeTrain(epochs=2, patience=2, chunk=1),
-        )
-    return ImoeConfig(
+    cfg = ImoeConfig(
         data=ImoeData(dataset="LSD", skip_first=1),
         model=ImoeModel(),
         train=ImoeTrain(epochs=600, patience=100),
     )
+    if smoke:  # the same run at toy size
+        cfg = replace(cfg, {"data.max_windows_per_cell": 4, "model.hidden": 16,
+                            "train.epochs": 2, "train.patience": 2, "train.chunk": 1})
+    return cfg

@@ -11,13 +11,11 @@ UL-NCA CY25-05_1, 0.88, 1.29, 1.97 and 1.91 % for 20, 30, 40 and 50 %.
 
 from slbjax.experiments.imoe_ul import get_config as _ul_config
 
-GRID = {"data.soc_start": ["20", "30", "40", "50"]}
-SMOKE_GRID = {"data.soc_start": ["20", "50"]}
-
 
 def get_config(smoke: bool = False):
     return _ul_config(smoke)
 
 
-def grid(smoke: bool = False) -> dict[str, list[str]]:
-    return SMOKE_GRID if smoke else GRID
+def grid(smoke: bool = False) -> dict[str, list[int]]:
+    """The swept values, typed as the config field."""
+    return {"data.soc_start": [20, 50] if smoke else [20, 30, 40, 50]}

@@ -12,11 +12,17 @@ metric null.  No paper number is reproduced or claimed.  Supply the other
 cells' folders with ``--data-dir`` and the full split is used.
 """
 
-from slbjax.runners.imoe import ImoeConfig, ImoeData, ImoeModel, ImoeTrain
+from slbjax.config import replace
+from slbjax.configs.imoe import ImoeConfig, ImoeData, ImoeModel, ImoeTrain
 
 
 def get_config(smoke: bool = False) -> ImoeConfig:
-    data = ImoeData(dataset="TPSL", subset="Fixed", max_windows_per_cell=19)
-    if smoke:
-        return ImoeConfig(data=data, model=ImoeModel(hidden=16), train=ImoeTrain(epochs=3, patience=3, chunk=1))
-    return ImoeConfig(data=data, model=ImoeModel(), train=ImoeTrain(epochs=1000, patience=500))
+    cfg = ImoeConfig(
+        data=ImoeData(dataset="TPSL", subset="Fixed", max_windows_per_cell=19),
+        model=ImoeModel(),
+        train=ImoeTrain(epochs=1000, patience=500),
+    )
+    if smoke:  # the same run at toy size
+        cfg = replace(cfg, {"model.hidden": 16, "train.epochs": 3, "train.patience": 3,
+                            "train.chunk": 1})
+    return cfg

@@ -20,15 +20,17 @@ rates corrected from the file names; Q-V outlier rows not used as starts;
 MAPE over all test points (code: mean of per-batch MAPEs).
 """
 
-from slbjax.runners.imoe import ImoeConfig, ImoeData, ImoeModel, ImoeTrain
+from slbjax.config import replace
+from slbjax.configs.imoe import ImoeConfig, ImoeData, ImoeModel, ImoeTrain
 
 
 def get_config(smoke: bool = False) -> ImoeConfig:
-    data = ImoeData(dataset="UL", subset="NCA", condition="CY25-05_1")
-    if smoke:
-        return ImoeConfig(
-            data=ImoeData(dataset="UL", subset="NCA", condition="CY25-05_1", max_windows_per_cell=8),
-            model=ImoeModel(hidden=16),
-            train=ImoeTrain(epochs=3, patience=3, chunk=1),
-        )
-    return ImoeConfig(data=data, model=ImoeModel(), train=ImoeTrain(epochs=3000, patience=500))
+    cfg = ImoeConfig(
+        data=ImoeData(dataset="UL", subset="NCA", condition="CY25-05_1"),
+        model=ImoeModel(),
+        train=ImoeTrain(epochs=3000, patience=500),
+    )
+    if smoke:  # the same run at toy size
+        cfg = replace(cfg, {"data.max_windows_per_cell": 8, "model.hidden": 16,
+                            "train.epochs": 3, "train.patience": 3, "train.chunk": 1})
+    return cfg

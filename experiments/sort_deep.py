@@ -29,14 +29,13 @@ ratio (data README).  Capacity utilisation computed from
 
 from __future__ import annotations
 
-import dataclasses
-
-from slbjax.runners.sort import SortConfig, SortMethodConfig
+from slbjax.config import replace
+from slbjax.configs.sort import SortConfig, SortData, SortMethod
 
 
 def get_config(smoke: bool = False) -> SortConfig:
     """The published setting with 200 seeds for the spread; ``smoke``: 5 seeds."""
-    cfg = SortConfig()
+    cfg = SortConfig(data=SortData(), sort=SortMethod())
     if smoke:
-        cfg = dataclasses.replace(cfg, sort=SortMethodConfig(num_seeds=5))
+        cfg = replace(cfg, {"sort.num_seeds": 5})
     return cfg

@@ -75,7 +75,11 @@ CLI_RUNS: list[tuple[str, list[str], dict[str, str]]] = [
 HISTORY_CODE = """\
 import sys
 from pathlib import Path
-from slbjax.history import run_history_baselines, MLPSettings
+from slbjax.history import run_history_baselines
+try:
+    from slbjax.history import MLPSettings
+except ImportError:  # the name since the history baselines became a config family
+    from slbjax.configs.history import HistoryMlp as MLPSettings
 data_dir, root = Path(sys.argv[1]), Path(sys.argv[2])
 rows = run_history_baselines(["CY25-05_1"], data_dir, root, seeds=2, mlp=MLPSettings(epochs=30))
 print(f"history: {len(rows)} result rows")

@@ -44,14 +44,13 @@ def cmd_run(args) -> int:
         import tempfile
 
         run_dir = Path(tempfile.mkdtemp(prefix=f"slbjax-proc{_process_index()}-"))
-        runners.for_config(cfg).run(cfg, resolve_data_dir(args.data_dir), run_dir)
+        runners.for_config(cfg).train_and_evaluate(cfg, resolve_data_dir(args.data_dir), run_dir)
         return 0
     run_dir = Path(args.workdir) if args.workdir else rundir.default_run_dir(args.experiment)
-    run_dir = rundir.prepare_run_dir(run_dir, overwrite=args.overwrite)
-    rundir.write_config(run_dir, args.experiment, cfg)
     print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
-    metrics = runners.for_config(cfg).run(cfg, resolve_data_dir(args.data_dir), run_dir)
-    rundir.write_metrics(run_dir, metrics)
+    point = rundir.RunPoint(args.experiment, cfg, run_dir)
+    (metrics,), _ = rundir.execute([point], resolve_data_dir(args.data_dir), reuse=False,
+                                   overwrite=args.overwrite)
     print(f"wrote {run_dir / rundir.METRICS_FILE}", file=sys.stderr)
     for k in ("test_mape_pct", "test_rmse_ah", "test_r2", "interp_soh_mape_generated_pct",
               "extrap_soh_mape_generated_pct", "train_seconds"):
@@ -133,10 +132,10 @@ def cmd_predict(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from slbjax.runners import cvae
+    from slbjax.inference import generate
 
-    out = cvae.generate(Path(args.run), args.soc, args.soh, args.n, Path(args.output),
-                        case=args.case, seed=args.seed)
+    out = generate(Path(args.run), args.soc, args.soh, args.n, Path(args.output),
+                   case=args.case, seed=args.seed)
     print(f"wrote {args.n} generated samples to {out}", file=sys.stderr)
     return 0
 

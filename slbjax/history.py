@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import sys
 from pathlib import Path
@@ -42,32 +41,12 @@ import optax
 import pandas as pd
 
 from slbjax import rundir
+from slbjax.configs.history import HistoryConfig, HistoryData, HistoryMlp, HistoryPolynomial
 from slbjax.data.cells import Cell
 from slbjax.data.imoe_files import load_split
 from slbjax.evaluate.metrics import ape_pct, mape_pct, rmse
 from slbjax.models.baselines import HistoryMLP, history_windows, poly_forecast
 from slbjax.train import loop
-
-
-@dataclasses.dataclass(frozen=True)
-class PolySettings:
-    history: int = 50
-    horizon: int = 50
-    degree: int = 3
-
-
-@dataclasses.dataclass(frozen=True)
-class MLPSettings:
-    history: int = 10
-    horizon: int = 100
-    hidden: tuple[int, ...] = (128, 64)
-    dropout: float = 0.2
-    epochs: int = 500
-    batch_size: int = 64
-    learning_rate: float = 1e-4
-    plateau_patience: int = 100
-    plateau_factor: float = 0.5
-    plateau_threshold: float = 1e-4  # relative, as ReduceLROnPlateau's default
 
 
 def _log(msg: str) -> None:
@@ -83,7 +62,7 @@ def cell_windows(cells: list[Cell], history: int, horizon: int) -> tuple[np.ndar
     return past, future, index
 
 
-def poly_scores(cells: list[Cell], s: PolySettings = PolySettings()) -> pd.DataFrame:
+def poly_scores(cells: list[Cell], s: HistoryPolynomial = HistoryPolynomial()) -> pd.DataFrame:
     """Per cell: number of windows, MAPE (%) and RMSE (Ah) of the polynomial forecast.
 
     Cells too short for one window get 0 windows and NaN scores (the notebook
@@ -122,7 +101,7 @@ def _batched_mse(err: jax.Array, batch_size: int) -> jax.Array:
     pad = steps * batch_size - n
     e = jnp.concatenate([err, jnp.zeros(pad, err.dtype)]).reshape(steps, batch_size)
     m = (jnp.arange(steps * batch_size) < n).reshape(steps, batch_size)
-    return jnp.mean(e.sum(1) / m.sum(1))
+    return jnp.mean(e.sum(1) / m.sum(1).astype(e.dtype))
 
 
 @functools.lru_cache(maxsize=8)
@@ -155,7 +134,7 @@ def mlp_task(model: HistoryMLP, num_train: int, batch_size: int) -> loop.Task:
 
 
 def fit_mlp(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-            seeds: list[int], s: MLPSettings = MLPSettings()) -> MLPResult:
+            seeds: list[int], s: HistoryMlp = HistoryMlp()) -> MLPResult:
     """Trains one HistoryMLP per seed, all members of one program (see the module doc)."""
     model = HistoryMLP(horizon=s.horizon, hidden=s.hidden, dropout=s.dropout)
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
@@ -187,81 +166,67 @@ def mlp_member_predictions(result: MLPResult, past: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- report
 
 
-def _write(folder: Path, config: dict, metrics: dict, table: pd.DataFrame) -> None:
-    rundir.prepare_run_dir(folder, overwrite=(folder / rundir.CONFIG_FILE).exists())
-    rundir.write_json(folder / rundir.CONFIG_FILE, {"experiment": config["baseline"], "config": config})
-    table.to_csv(folder / "per_cell.csv", index=False)
-    rundir.write_metrics(folder, metrics)
-
-
-def _reuse(folder: Path, config: dict) -> dict | None:
-    """The metrics of a finished result in ``folder`` made with ``config``, else None."""
-    try:
-        if rundir.read_run_config(folder)[1] == config:
-            return rundir.read_json(folder / rundir.METRICS_FILE)
-    except Exception:
-        return None
-    return None
-
-
 def run_history_baselines(conditions: list[str], data_dir: Path, root: Path, *, seeds: int,
-                          mlp: MLPSettings = MLPSettings(), poly: PolySettings = PolySettings()) -> list[dict]:
+                          mlp: HistoryMlp = HistoryMlp(),
+                          poly: HistoryPolynomial = HistoryPolynomial()) -> list[dict]:
     """Scores both baselines on the UL-NCA ``conditions``; returns report result rows.
 
-    Each (baseline, condition) gets a folder ``history/<baseline>-<condition>``
-    under ``root``; a folder whose config equals this call's is reused.  Rows:
+    Each (baseline, condition) is an ordinary run (:class:`HistoryConfig`) in
+    ``history/<baseline>-<condition>`` under ``root``, executed (or reused when
+    finished with the same config) by :func:`slbjax.rundir.execute`.  Rows:
     table ``fig5a``, group ``UL-NCA <condition>``, model ``polynomial`` (one
     row, the mean over the test cells) or ``mlp`` (one row per seed).
     """
-    rows, reused, computed = [], 0, 0
-    for cond in conditions:
-        group = f"UL-NCA {cond}"
-        split = None
-        for name in ("polynomial", "mlp"):
-            settings = poly if name == "polynomial" else mlp
-            folder = root / "history" / f"{name}-{cond}"
-            config = json.loads(json.dumps({  # as it reads back from config.json
-                "baseline": name, "group": group, "seeds": 1 if name == "polynomial" else seeds,
-                "settings": dataclasses.asdict(settings)}))
-            metrics = _reuse(folder, config)
-            reused += metrics is not None
-            if metrics is None:
-                split = split or load_split(data_dir, "UL", "NCA", cond)
-                _log(f"history: {name} on {group}")
-                metrics = (_poly_run if name == "polynomial" else _mlp_run)(split, settings, seeds, folder, config)
-                computed += 1
-            base = {"table": "fig5a", "group": group, "model": name, "x_key": "", "x": "",
-                    "experiment": "history", "overrides": "", "run": str(folder.relative_to(root))}
-            if name == "polynomial":
-                rows.append({**base, "seed": 0, "test_mape_pct": metrics["test_mape_pct"],
-                             "test_rmse_ah": metrics["test_rmse_ah"],
-                             "test_cells_scored": metrics["test_cells_scored"]})
-            else:
-                rows += [{**base, "seed": k, "test_mape_pct": metrics[f"seed{k}_test_mape_pct"],
-                          "test_rmse_ah": metrics[f"seed{k}_test_rmse_ah"]} for k in range(seeds)]
-    _log(f"history: {reused + computed} baseline result(s), {reused} reused, {computed} computed")
+    points = [
+        rundir.RunPoint("history", HistoryConfig(baseline=name, ensemble_size=1 if name == "polynomial" else seeds,
+                                                 data=HistoryData(cond), polynomial=poly, mlp=mlp),
+                        root / "history" / f"{name}-{cond}")
+        for cond in conditions for name in ("polynomial", "mlp")
+    ]
+    metrics, reused = rundir.execute(points, data_dir, log=lambda m: _log(f"history: {m}"))
+    rows = []
+    for p, m in zip(points, metrics, strict=True):
+        base = {"table": "fig5a", "group": f"UL-NCA {p.cfg.data.condition}", "model": p.cfg.baseline,
+                "x_key": "", "x": "", "experiment": "history", "overrides": "",
+                "run": str(p.run_dir.relative_to(root))}
+        if p.cfg.baseline == "polynomial":
+            rows.append({**base, "seed": 0, "test_mape_pct": m["test_mape_pct"],
+                         "test_rmse_ah": m["test_rmse_ah"], "test_cells_scored": m["test_cells_scored"]})
+        else:
+            rows += [{**base, "seed": k, "test_mape_pct": m[f"seed{k}_test_mape_pct"],
+                      "test_rmse_ah": m[f"seed{k}_test_rmse_ah"]} for k in range(seeds)]
+    _log(f"history: {len(points)} baseline result(s), {sum(reused)} reused, "
+         f"{len(points) - sum(reused)} computed")
     return rows
 
 
-def _poly_run(split, s: PolySettings, seeds, folder, config) -> dict:
+def score(cfg: HistoryConfig, data_dir: Path, run_dir: Path) -> dict:
+    """Scores one baseline on its condition's test cells; writes ``per_cell.csv``; returns the metrics."""
+    split = load_split(data_dir, "UL", "NCA", cfg.data.condition)
+    _log(f"history: {cfg.baseline} on UL-NCA {cfg.data.condition}")
+    if cfg.baseline == "polynomial":
+        return _poly_run(split, cfg.polynomial, run_dir)
+    return _mlp_run(split, cfg.mlp, cfg.ensemble_size, run_dir)
+
+
+def _poly_run(split, s: HistoryPolynomial, folder: Path) -> dict:
     table = poly_scores(split.test, s)
     scored = table.dropna()
     metrics = {"test_mape_pct": float(scored.mape_pct.mean()) if len(scored) else None,
                "test_mape_cell_std_pct": float(scored.mape_pct.std(ddof=1)) if len(scored) > 1 else None,
                "test_rmse_ah": float(scored.rmse_ah.mean()) if len(scored) else None,
                "test_cells_scored": len(scored), "test_windows": int(table.windows.sum())}
-    _write(folder, config, metrics, table)
+    table.to_csv(folder / "per_cell.csv", index=False)
     return metrics
 
 
-def _mlp_run(split, s: MLPSettings, seeds: int, folder, config) -> dict:
+def _mlp_run(split, s: HistoryMlp, seeds: int, folder: Path) -> dict:
     data = {role: cell_windows(split[role], s.history, s.horizon) for role in ("train", "val", "test")}
     past, future, index = data["test"]
     if min(len(data[r][0]) for r in data) == 0:
         metrics = {f"seed{k}_{m}": None for k in range(seeds) for m in ("test_mape_pct", "test_rmse_ah")}
-        _write(folder, config, {**metrics, "test_windows": len(past)},
-               pd.DataFrame({"cell": [c.name for c in split.test]}))
-        return metrics
+        pd.DataFrame({"cell": [c.name for c in split.test]}).to_csv(folder / "per_cell.csv", index=False)
+        return {**metrics, "test_windows": len(past)}
     result = fit_mlp(data["train"][:2], data["val"][:2], list(range(seeds)), s)
     pred = mlp_member_predictions(result, past)
     ape = ape_pct(pred, future)  # [members, M, L]
@@ -276,5 +241,5 @@ def _mlp_run(split, s: MLPSettings, seeds: int, folder, config) -> dict:
             sel = index == i
             per_cell.append({"seed": k, "cell": c.name, "windows": int(sel.sum()),
                              "mape_pct": float(ape[k][sel].mean()) if sel.any() else np.nan})
-    _write(folder, config, metrics, pd.DataFrame(per_cell))
+    pd.DataFrame(per_cell).to_csv(folder / "per_cell.csv", index=False)
     return metrics

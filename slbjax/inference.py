@@ -3,12 +3,16 @@
 ``load_run(path)`` gives a downstream study what it needs: the resolved
 config, the parameters, the normalisers and a ``predict`` function that
 takes cell files (any supported published format) or :class:`Cell` objects.
+``generate(run_dir, soc, soh, n, out_csv)`` writes pulse features generated
+by a finished CVAE run.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,14 +22,23 @@ import numpy as np
 import pandas as pd
 
 from slbjax import checkpoint
+from slbjax import config as cfglib
 from slbjax.config import from_dict
+from slbjax.configs.cvae import CvaeConfig
+from slbjax.configs.imoe import ImoeConfig
 from slbjax.data.cells import Cell
 from slbjax.data.features import Normaliser, physics_features, trim_soc
 from slbjax.data.imoe_files import find_cell_files, load_cell_file
-from slbjax.errors import DataError, RunDirError
+from slbjax.data.pulse import FEATURES, NUM_FEATURES, PulseData
+from slbjax.data.pulse_cases import CasePlan, Member
+from slbjax.errors import ConfigError, DataError, RunDirError
+from slbjax.evaluate.intervals import ensemble_summary
 from slbjax.models.apply import batched_apply
+from slbjax.models.cvae import PulseCVAE
+from slbjax.models.trajectory import build_model
 from slbjax.rundir import read_run_config
-from slbjax.runners.imoe import ImoeConfig, build_model, ensemble_summary
+from slbjax.train import cvae as cvae_train
+from slbjax.train.loop import member_params
 
 PREDICT_COLUMNS = ["cell", "start_cycle", "step", "predicted_capacity_ah", "true_capacity_ah"]
 
@@ -88,7 +101,7 @@ class Run:
 
         Columns ``PREDICT_COLUMNS``; for an ensemble the prediction is the
         members' mean and ``lower90_ah`` / ``upper90_ah`` give its nominal 90 %
-        interval (see :func:`slbjax.runners.imoe.ensemble_summary`).
+        interval (see :func:`slbjax.evaluate.intervals.ensemble_summary`).
         """
         horizon, soc = self.config.data.horizon, self.config.data.soc_start
         nfeat = self.feature_normaliser.mean.shape[0]
@@ -153,3 +166,272 @@ def load_run(path: str | os.PathLike) -> Run:
         feature_normaliser=Normaliser.from_dict(meta["feature_normaliser"]),
         load_normaliser=Normaliser.from_dict(meta["load_normaliser"]), model=model,
     )
+
+
+# ============================================================ CVAE runs: generation
+CVAE_CHECKPOINT_FORMAT = "slbjax-cvae-1"
+
+
+@dataclasses.dataclass
+class MemberModel:
+    """One CVAE member's parameters and normalisers, ready to generate.
+
+    Attributes:
+      model: the (unbatched) flax module.
+      params: the member's parameters (no member axis).
+      feature_lo, feature_hi: [F] feature normaliser.
+      cond_lo, cond_hi: [2] (SOC, SOH) normaliser.
+      latent_mean, latent_logvar: [n_train, Z] posterior of the member's training rows.
+    """
+
+    model: PulseCVAE
+    params: Any
+    feature_lo: np.ndarray
+    feature_hi: np.ndarray
+    cond_lo: np.ndarray
+    cond_hi: np.ndarray
+    latent_mean: np.ndarray
+    latent_logvar: np.ndarray
+
+    def decode(self, z: np.ndarray, soc: np.ndarray, soh: np.ndarray) -> np.ndarray:
+        """[M, Z] latents at (SOC, SOH), each [M] -> [M, F] features in volts."""
+        cond = cvae_train.minmax_apply(np.stack([soc, soh], axis=1), self.cond_lo, self.cond_hi)
+        out = cvae_train.decode_rows(self.model, self.params, z, cond)
+        return cvae_train.minmax_invert(out, self.feature_lo, self.feature_hi)
+
+    def prior(self, key: jax.Array, soc: np.ndarray, soh: np.ndarray) -> np.ndarray:
+        """Decodes z ~ N(0, I) at (SOC, SOH) [M]: the authors' generation; [M, F] volts."""
+        z = np.asarray(jax.random.normal(key, (len(soc), self.model.latent_dim)))
+        return self.decode(z, soc, soh)
+
+    def authors_shift(
+        self,
+        key: jax.Array,
+        base_soc: float,
+        target_soc: float,
+        soh: np.ndarray,
+        weight_v: float,
+        gain: float,
+    ) -> np.ndarray:
+        """Generated at ``base_soc`` then shifted by ``(target - base) * w * gain`` volts; [M, F]."""
+        soc = np.full(len(soh), base_soc)
+        return self.prior(key, soc, soh) + (target_soc - base_soc) * weight_v * gain
+
+    def eq89(
+        self, key: jax.Array, target_soc: float, soh: np.ndarray, t_mean: float, t_logvar: float
+    ) -> np.ndarray:
+        """Paper eq. 8-9: scaled posterior of random training rows, decoded at the target; [M, F]."""
+        k_row, k_eps = jax.random.split(key)
+        rows = np.asarray(jax.random.randint(k_row, (len(soh),), 0, self.latent_mean.shape[0]))
+        mean = t_mean * self.latent_mean[rows]
+        logvar = t_logvar * self.latent_logvar[rows]
+        eps = np.asarray(jax.random.normal(k_eps, mean.shape))
+        z = mean + np.exp(0.5 * logvar) * eps
+        return self.decode(z, np.full(len(soh), target_soc), soh)
+
+
+def member_model(
+    model: PulseCVAE, params: Any, member: Member, features: np.ndarray, conditions: np.ndarray
+) -> MemberModel:
+    """A trained member as a generator.
+
+    Args:
+      model: the (unbatched) module.
+      params: the member's parameters (no member axis).
+      member: its normalisers.
+      features, conditions: [n, F] and [n, 2] raw training rows of the member,
+        whose posterior :meth:`MemberModel.eq89` samples.
+    """
+    x = cvae_train.minmax_apply(features, member.feature_lo, member.feature_hi)
+    c = cvae_train.minmax_apply(conditions, member.cond_lo, member.cond_hi)
+    mean, logvar = cvae_train.encode_rows(model, params, x, c)
+    return MemberModel(model, params, member.feature_lo, member.feature_hi, member.cond_lo,
+                       member.cond_hi, mean, logvar)
+
+
+def cvae_checkpoint_meta(
+    cfg: CvaeConfig,
+    data: PulseData,
+    plans: list[CasePlan],
+    members: list[Member],
+    member_models: list[MemberModel],
+) -> dict:
+    """The metadata of a CVAE checkpoint: everything :func:`generate` needs besides the parameters."""
+    return {
+        "format": CVAE_CHECKPOINT_FORMAT,
+        "battery": data.battery,
+        "source": data.source,
+        "features": list(FEATURES),
+        "model": dataclasses.asdict(cfg.model) | {"feature_dim": NUM_FEATURES, "condition_dim": 2},
+        "generation": {
+            "extrapolation": cfg.generation.extrapolation,
+            "soh_source": cfg.generation.soh_source,
+            "shift_gain": cfg.generation.shift_gain,
+        },
+        "cases": {
+            str(p.case): {
+                "train_soc_pct": list(p.train_soc_pct),
+                "test_soc_pct": list(p.test_soc_pct),
+                "extrapolation": p.extrapolation,
+                "base_soc_pct": p.base_soc_pct,
+                "t_mean": p.t_mean,
+                "t_logvar": p.t_logvar,
+                "shift_weight_v": p.shift_weight_v,
+            }
+            for p in plans
+        },
+        "members": [
+            {
+                "case": m.case,
+                "seed_index": m.seed_index,
+                "protocols": list(m.protocols),
+                "feature_lo": m.feature_lo.tolist(),
+                "feature_hi": m.feature_hi.tolist(),
+                "cond_lo": m.cond_lo.tolist(),
+                "cond_hi": m.cond_hi.tolist(),
+                "latent_mean": np.round(mm.latent_mean, 7).tolist(),
+                "latent_logvar": np.round(mm.latent_logvar, 7).tolist(),
+            }
+            for m, mm in zip(members, member_models, strict=True)
+        ],
+        "config": cfglib.to_dict(cfg),
+    }
+
+
+def _pick_case(meta: dict, soc_pct: float, case: int | None) -> int:
+    cases = {int(k): v for k, v in meta["cases"].items()}
+    if case is not None:
+        if case not in cases:
+            raise ConfigError(f"case {case} is not in this run; its cases are {sorted(cases)}")
+        return case
+
+    def distance(k):
+        lo, hi = min(cases[k]["train_soc_pct"]), max(cases[k]["train_soc_pct"])
+        return max(lo - soc_pct, 0.0, soc_pct - hi)
+
+    return min(cases, key=lambda k: (distance(k), -len(cases[k]["train_soc_pct"]), k))
+
+
+def _meta_members(meta: dict) -> list[dict]:
+    """The members' entries of a CVAE checkpoint's metadata (``lanes`` in older runs)."""
+    return meta["members"] if "members" in meta else meta["lanes"]
+
+
+def _member_model(params: Any, meta: dict, idx: int) -> MemberModel:
+    """Member ``idx`` of a CVAE checkpoint, ready to generate."""
+    mc = meta["model"]
+    model = PulseCVAE(
+        feature_dim=mc["feature_dim"],
+        condition_dim=mc["condition_dim"],
+        embed_dim=mc["embed_dim"],
+        intermediate_dim=mc["intermediate_dim"],
+        latent_dim=mc["latent_dim"],
+        num_heads=mc["num_heads"],
+    )
+    m = _meta_members(meta)[idx]
+    arr = lambda name: np.asarray(m[name], np.float64)  # noqa: E731
+    return MemberModel(
+        model,
+        member_params(params, idx),
+        arr("feature_lo"),
+        arr("feature_hi"),
+        arr("cond_lo"),
+        arr("cond_hi"),
+        arr("latent_mean").reshape(-1, mc["latent_dim"]),
+        arr("latent_logvar").reshape(-1, mc["latent_dim"]),
+    )
+
+
+def generate(
+    run_dir: Path,
+    soc: float,
+    soh: float,
+    n: int,
+    out_csv: Path,
+    case: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Writes ``n`` generated U1..U21 rows at (SOC, SOH) from a finished CVAE run.
+
+    Inside the chosen case's training SOC range the decoder is sampled with
+    ``z ~ N(0, I)`` at (soc, soh); outside it the run's configured
+    extrapolation (``authors_shift`` or ``eq89``) is used.  The member of seed
+    index 0 and of the run's configured SOH protocol is used.
+
+    Args:
+      run_dir: a folder written by :func:`slbjax.runners.cvae.train_and_evaluate`.
+      soc: SOC as a fraction (0.30 for 30 %).
+      soh: SOH as a fraction.
+      n: number of rows.
+      out_csv: output file (columns SOC, SOH, U1..U21); must not exist.
+      case: which case's model; None = the case whose training SOC range
+        covers ``soc`` (or lies nearest), with the most training levels.
+      seed: seed of the latent draws.
+
+    Returns:
+      ``out_csv``.
+
+    Raises:
+      RunDirError: ``out_csv`` exists, or ``run_dir`` holds no CVAE checkpoint.
+      ConfigError: soc, soh, n or case out of range.
+    """
+    out_csv = Path(out_csv)
+    if out_csv.exists():
+        raise RunDirError(f"{out_csv} already exists; refusing to overwrite it (choose another -o)")
+    if not 0.0 < soc <= 1.0:
+        hint = f" (did you mean {soc / 100:g}? SOC is a fraction)" if 1.0 < soc <= 100.0 else ""
+        raise ConfigError(f"soc must be a fraction in (0, 1], got {soc:g}{hint}")
+    if not 0.0 < soh < 2.0:
+        raise ConfigError(f"soh must be a fraction in (0, 2), got {soh:g}")
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    params, meta = checkpoint.load(run_dir)
+    if meta.get("format") != CVAE_CHECKPOINT_FORMAT:
+        raise RunDirError(
+            f"{run_dir} does not hold a CVAE checkpoint (format {meta.get('format')!r})"
+        )
+    soc_pct = soc * 100.0
+    k = _pick_case(meta, soc_pct, case)
+    cinfo = meta["cases"][str(k)]
+    protocol = meta["generation"]["soh_source"]
+    idx = next(
+        i
+        for i, m in enumerate(_meta_members(meta))
+        if m["case"] == k and m["seed_index"] == 0 and protocol in m["protocols"]
+    )
+    mm = _member_model(params, meta, idx)
+    key = jax.random.key(seed)
+    sohs = np.full(n, soh)
+    lo, hi = min(cinfo["train_soc_pct"]), max(cinfo["train_soc_pct"])
+    if lo - 1e-9 <= soc_pct <= hi + 1e-9:
+        gen = mm.prior(key, np.full(n, soc), sohs)
+        how = "interpolation"
+    elif meta["generation"]["extrapolation"] == "eq89":
+        gen = mm.eq89(key, soc, sohs, cinfo["t_mean"], cinfo["t_logvar"])
+        how = "eq89 extrapolation"
+    else:
+        gen = mm.authors_shift(
+            key,
+            cinfo["base_soc_pct"] / 100.0,
+            soc,
+            sohs,
+            cinfo["shift_weight_v"],
+            meta["generation"]["shift_gain"],
+        )
+        how = "authors_shift extrapolation"
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        f = open(out_csv, "x", newline="")
+    except FileExistsError:
+        raise RunDirError(f"{out_csv} already exists; refusing to overwrite it") from None
+    with f:
+        w = csv.writer(f)
+        w.writerow(["SOC", "SOH", *FEATURES])
+        for row in gen:
+            w.writerow([f"{soc:.6g}", f"{soh:.6g}", *(f"{v:.6f}" for v in row)])
+    print(
+        f"[cvae] wrote {n} rows at SOC {soc:g}, SOH {soh:g} (case {k}, {how}) to {out_csv}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return out_csv

@@ -16,7 +16,7 @@ different tables that share a config (e.g. Fig. 3c's iMOE and Fig. 5c's five
 experts) train once, and a second ``report`` over the same folder reuses
 every finished run instead of recomputing it.  Points that differ only in
 values that do not change array shapes (seeds) are members of one compiled
-program (:func:`slbjax.runners.imoe.run_group`).
+program (:func:`slbjax.runners.imoe.train_and_evaluate_group`).
 """
 
 from __future__ import annotations
@@ -66,35 +66,20 @@ def run_points(points: list[Point], data_dir: Path | None, runs_dir: Path) -> tu
     first: dict[str, int] = {}
     for i, p in enumerate(points):
         first.setdefault(config_key(p.cfg), i)
-    found = {k: rundir.finished_metrics(run_folder(runs_dir, points[i]), points[i].cfg) for k, i in first.items()}
-    reused = sum(m is not None for m in found.values())
-    groups: dict[tuple, list[str]] = {}
-    for k, i in first.items():
-        if found[k] is None:
-            cfg = points[i].cfg
-            runner = runners.for_config(cfg)
-            sig = runner.shape_signature(cfg) if hasattr(runner, "run_group") else k
-            groups.setdefault((type(cfg).family, sig), []).append(k)
-    _log(f"report: {len(points)} points, {len(first)} distinct runs ({reused} reused), "
-         f"{len(groups)} program(s) to train")
-    for n, ((family, _), keys) in enumerate(groups.items(), 1):
-        pts = [points[first[k]] for k in keys]
-        dirs = [run_folder(runs_dir, p) for p in pts]
-        for p, d in zip(pts, dirs, strict=True):
-            # a folder with this config but no metrics is an interrupted run of ours
-            rundir.prepare_run_dir(d, overwrite=(d / rundir.CONFIG_FILE).exists())
-            rundir.write_config(d, p.experiment, p.cfg)
-        _log(f"report: program {n}/{len(groups)}: {pts[0].experiment} {pts[0].group} "
-             f"{pts[0].model} {pts[0].x_key}={pts[0].x} ({len(pts)} run(s))")
-        runner = runners.for_family(family)
-        if hasattr(runner, "run_group"):
-            results = runner.run_group([p.cfg for p in pts], data_dir, dirs)
-        else:
-            results = [runner.run(p.cfg, data_dir, d) for p, d in zip(pts, dirs, strict=True)]
-        for k, d, m in zip(keys, dirs, results, strict=True):
-            rundir.write_metrics(d, m)
-            found[k] = rundir.read_json(d / rundir.METRICS_FILE)
-    return [found[config_key(p.cfg)] for p in points], reused
+    distinct = [rundir.RunPoint(points[i].experiment, points[i].cfg, run_folder(runs_dir, points[i]))
+                for i in first.values()]
+    done = [rundir.finished_metrics(p.run_dir, p.cfg, p.experiment) is not None for p in distinct]
+    todo = {(type(p.cfg).family, _signature(p.cfg)) for p, d in zip(distinct, done, strict=True) if not d}
+    _log(f"report: {len(points)} points, {len(first)} distinct runs ({sum(done)} reused), "
+         f"{len(todo)} program(s) to train")
+    metrics, reused = rundir.execute(distinct, data_dir, log=lambda m: _log(f"report: {m}"))
+    by_key = dict(zip(first, metrics, strict=True))
+    return [by_key[config_key(p.cfg)] for p in points], sum(reused)
+
+
+def _signature(cfg) -> str:
+    runner = runners.for_config(cfg)
+    return runner.shape_signature(cfg) if hasattr(runner, "train_and_evaluate_group") else config_key(cfg)
 
 
 def results_table(points: list[Point], metrics: list[dict], runs_dir: Path, root: Path) -> pd.DataFrame:
@@ -283,7 +268,7 @@ def cvae_sections(results: pd.DataFrame, root: Path) -> list[str]:
         cases = pd.read_csv(root / row["run"] / "per_case.csv")
         paper_ref = paper.CVAE.get(row["group"], {})
         out.append(f"### {row['group']} ({int(row.get('num_rows', 0))} rows, "
-                   f"{int(row.get('num_lanes', 0))} lanes in one program, "
+                   f"{int(row.get('num_members', 0))} members in one program, "
                    f"{row.get('train_seconds', float('nan')):.0f} s training)\n")
         rows = []
         for case in sorted(cases["case"].unique()):
@@ -388,7 +373,7 @@ def run_report(suite: str, smoke: bool, data_dir: Path | None, workdir: Path) ->
     conditions = [g.split()[-1] for g in dict.fromkeys(results.group) if g.startswith("UL-NCA ")
                   and ((results.group == g) & (results.table == "fig5a")).any()]
     if conditions:
-        mlp = history.MLPSettings(epochs=20) if smoke else history.MLPSettings()
+        mlp = history.HistoryMlp(epochs=20) if smoke else history.HistoryMlp()
         rows = history.run_history_baselines(conditions, data_dir, workdir, seeds=2 if smoke else 10, mlp=mlp)
         results = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
     results.to_csv(workdir / "results.csv", index=False)

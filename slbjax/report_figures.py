@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from slbjax.runners.imoe import Z90
+from slbjax.evaluate.intervals import Z90
 
 MODELS = ("imoe", "patchtst", "informer", "imoe-linear", "imoe-wofo", "polynomial", "mlp")
 

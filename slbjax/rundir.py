@@ -13,10 +13,13 @@ ask for ``overwrite=True``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +139,69 @@ def finished_metrics(run_dir: str | Path, cfg: Any, experiment: str | None = Non
     except Exception:
         return None
     return None
+
+
+# ----------------------------------------------------------------------------- executing runs
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPoint:
+    """One run: the experiment it belongs to, its resolved config and its folder."""
+
+    experiment: str
+    cfg: Any
+    run_dir: Path
+
+
+def execute(
+    points: list[RunPoint],
+    data_dir: Path | None,
+    *,
+    reuse: bool = True,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> tuple[list[dict], list[bool]]:
+    """Runs every point that has not run yet: the one way ``run``, ``sweep``,
+    ``report`` and the history baselines execute runs.
+
+    With ``reuse``, a point whose folder holds a finished run of exactly its
+    config (and experiment) is not run again, and a folder of ours without
+    metrics (an interrupted run) is replaced.  Any other non-empty folder is
+    refused unless ``overwrite``.  Points whose configs differ only in values
+    the family trains as members of one program (its runner's
+    ``shape_signature``) run as one program (``train_and_evaluate_group``).
+    Each folder gets ``config.json`` before training and ``metrics.json`` after.
+
+    Returns:
+      (metrics of each point, whether each was reused), in order.
+    """
+    from slbjax import runners
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    found = [finished_metrics(p.run_dir, p.cfg, p.experiment) if reuse else None for p in points]
+    reused = [m is not None for m in found]
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(points):
+        if found[i] is None:
+            runner = runners.for_config(p.cfg)
+            sig = runner.shape_signature(p.cfg) if hasattr(runner, "train_and_evaluate_group") else i
+            groups.setdefault((type(p.cfg).family, sig), []).append(i)
+    for (family, _), todo in groups.items():
+        runner = runners.for_family(family)
+        for i in todo:
+            d = points[i].run_dir
+            prepare_run_dir(d, overwrite=overwrite or (reuse and (d / CONFIG_FILE).exists()))
+            write_config(d, points[i].experiment, points[i].cfg)
+        if len(todo) > 1:
+            log(f"training {len(todo)} runs in one program: "
+                + ", ".join(points[i].run_dir.name for i in todo))
+        if hasattr(runner, "train_and_evaluate_group"):
+            results = runner.train_and_evaluate_group(
+                [points[i].cfg for i in todo], data_dir, [points[i].run_dir for i in todo])
+        else:
+            results = [runner.train_and_evaluate(points[i].cfg, data_dir, points[i].run_dir)
+                       for i in todo]
+        for i, m in zip(todo, results, strict=True):
+            write_metrics(points[i].run_dir, m)
+            found[i] = read_json(points[i].run_dir / METRICS_FILE)
+    return found, reused

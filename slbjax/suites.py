@@ -133,7 +133,7 @@ def cvae_batteries(data_dir: Path | None) -> list[str]:
 
 
 def cvae_points(smoke: bool, seeds: int, data_dir: Path | None) -> list[Point]:
-    """One run per battery type; its seeds are lanes of the CVAE program."""
+    """One run per battery type; its seeds are members of the CVAE program."""
     batteries = cvae_batteries(data_dir)
     if not batteries:
         raise ConfigError(
@@ -141,7 +141,7 @@ def cvae_points(smoke: bool, seeds: int, data_dir: Path | None) -> list[Point]:
             f"({', '.join(src.filename for src in SOURCES.values())}); none found in {data_dir}"
         )
     return [
-        _point("cvae", b, "cvae", "cvae-pulse", [f"data.battery={b}", f"train.num_seeds={seeds}"],
+        _point("cvae", b, "cvae", "cvae-pulse", [f"data.battery={b}", f"train.ensemble_size={seeds}"],
                smoke, 0)
         for b in batteries
     ]

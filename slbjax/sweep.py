@@ -50,9 +50,9 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def experiment_grid(module: Any, smoke: bool) -> list[tuple[str, list[str]]]:
-    """The grid an experiment module declares (``grid(smoke)``), else none."""
+    """The grid an experiment module declares (``grid(smoke)``, typed values), as override text."""
     declared = getattr(module, "grid", None)
-    return [(k, list(v)) for k, v in declared(smoke).items()] if declared else []
+    return [(k, [cfglib.as_text(x) for x in v]) for k, v in declared(smoke).items()] if declared else []
 
 
 def merge_grids(
@@ -91,7 +91,7 @@ def point_name(values: dict[str, str]) -> str:
 def groups_of(runner, cfgs: list[Any]) -> list[list[int]]:
     """Indices of points that can share one program (by the runner's shape signature)."""
     sig = getattr(runner, "shape_signature", None)
-    if sig is None or not hasattr(runner, "run_group"):
+    if sig is None or not hasattr(runner, "train_and_evaluate_group"):
         return [[i] for i in range(len(cfgs))]
     out: dict[str, list[int]] = {}
     for i, c in enumerate(cfgs):
@@ -113,29 +113,14 @@ def run_sweep(
     rundir.write_json(workdir / "sweep.json", {
         "experiment": experiment, "grid": dict(grid), "set": base_overrides or [],
     })
-    runner = runners.for_config(base)
     names = [point_name(v) for v, _ in points]
-    dirs = [workdir / "points" / n for n in names]
-    metrics: list[dict | None] = [rundir.finished_metrics(d, c, experiment) for d, (_, c) in zip(dirs, points, strict=True)]
-    reused = sum(m is not None for m in metrics)
-    groups = groups_of(runner, [c for _, c in points])
-    print(f"sweep: {len(points)} points in {len(groups)} program(s); {reused} reused", file=sys.stderr)
-    for g in groups:
-        todo = [i for i in g if metrics[i] is None]
-        if not todo:
-            continue
-        for i in todo:
-            # a folder holding this sweep's unfinished point is ours to replace
-            rundir.prepare_run_dir(dirs[i], overwrite=(dirs[i] / rundir.CONFIG_FILE).exists())
-            rundir.write_config(dirs[i], experiment, points[i][1])
-        print(f"sweep: training {', '.join(names[i] for i in todo)}", file=sys.stderr, flush=True)
-        if hasattr(runner, "run_group"):
-            results = runner.run_group([points[i][1] for i in todo], data_dir, [dirs[i] for i in todo])
-        else:
-            results = [runner.run(points[i][1], data_dir, dirs[i]) for i in todo]
-        for i, m in zip(todo, results, strict=True):
-            rundir.write_metrics(dirs[i], m)
-            metrics[i] = m
+    todo = [rundir.RunPoint(experiment, c, workdir / "points" / n)
+            for n, (_, c) in zip(names, points, strict=True)]
+    groups = groups_of(runners.for_config(base), [c for _, c in points])
+    print(f"sweep: {len(points)} points, at most {len(groups)} program(s)", file=sys.stderr, flush=True)
+    metrics, reused = rundir.execute(todo, data_dir, log=lambda m: print(f"sweep: {m}", file=sys.stderr,
+                                                                          flush=True))
+    print(f"sweep: {len(points)} points; {sum(reused)} reused", file=sys.stderr)
     rows = [
         {"point": n, **values, **m}
         for n, (values, _), m in zip(names, points, metrics, strict=True)

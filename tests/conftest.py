@@ -1,5 +1,7 @@
 """Shared pytest fixtures.
 
+Every test runs with 8 CPU devices and JAX's strict promotion rules.
+
 ``data_dir``: the real data folder named by ``$SLBJAX_DATA`` (laid out like
 ``shared/data``, with an ``imoe/`` folder).  Tests using it are skipped when the
 variable is unset, and fail (not skip) when it is set but points nowhere
@@ -7,13 +9,17 @@ useful, so a typo cannot silently turn the real-data tests off.
 """
 
 import os
+from pathlib import Path
 
-# Before anything imports jax: let CPU-only runs exercise multi-device code paths.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+import jax
+import pytest
 
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
+# Before any computation: 8 CPU devices, so CPU-only runs exercise multi-device code paths.
+jax.config.update("jax_num_cpu_devices", 8)
+# As strict as the library should be: no implicit dtype promotion (int + float,
+# float32 + float64), no implicit rank promotion ([N, F] - [F] must be written out).
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 @pytest.fixture(scope="session")

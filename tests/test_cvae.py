@@ -16,8 +16,11 @@ from test_pulse_data import lfp_layout_rows, write_workbook
 
 from slbjax import checkpoint, experiments
 from slbjax import config as cfglib
-from slbjax.data import pulse_synthetic
+from slbjax.configs.cvae import CvaeConfig
+from slbjax.data import pulse_cases, pulse_synthetic
 from slbjax.errors import ConfigError, RunDirError
+from slbjax.evaluate.generation import generation_errors
+from slbjax.inference import generate
 from slbjax.models.cvae import CrossAttention, PulseCVAE, loss_terms, reparameterize
 from slbjax.runners import cvae as runner
 from slbjax.train import cvae as trainer
@@ -103,7 +106,7 @@ def test_scalar_token_attention_gradients_match_autodiff():
     g = jax.random.normal(jax.random.key(2), (3, 7))
 
     def reference(s, x):
-        return jnp.einsum("hqk,k->hq", jax.nn.softmax(s[..., None] * x, axis=-1), x)
+        return jnp.einsum("hqk,k->hq", jax.nn.softmax(s[..., None] * x[None, None], axis=-1), x)
 
     np.testing.assert_allclose(scalar_token_attention(slope, e), reference(slope, e), rtol=1e-5)
     fast = jax.grad(lambda s, x: jnp.sum(g * scalar_token_attention(s, x)), argnums=(0, 1))(slope, e)
@@ -158,12 +161,12 @@ def test_minmax_roundtrip_and_constant_column():
 def test_vmapped_training_equals_separate_training():
     data = pulse_synthetic.make_cohort(8, seed=0)
     x, c = data.features, data.conditions
-    # 48 and 16 training rows: with B = 16 lane 1 idles for 2 of the 3 steps
+    # 48 and 16 training rows: with B = 16 member 1 idles for 2 of the 3 steps
     cases = [(5, 15, 25, 35, 45, 50), (5, 10)]
     masks = np.stack([np.isin(data.soc_pct, lv) for lv in cases])
     f_lo = np.stack([x[m].min(0) for m in masks])
     f_hi = np.stack([x[m].max(0) for m in masks])
-    inputs = trainer.LaneInputs(
+    inputs = trainer.MemberInputs(
         features=x,
         conditions=c,
         train_mask=masks,
@@ -171,25 +174,25 @@ def test_vmapped_training_equals_separate_training():
         feature_hi=f_hi,
         cond_lo=np.tile(c.min(0), (2, 1)),
         cond_hi=np.tile(c.max(0), (2, 1)),
-        keys=jnp.stack([trainer.lane_key(0, 0, k) for k in (0, 7)]),
+        keys=jnp.stack([trainer.member_key(0, 0, k) for k in (0, 7)]),
         w_rec=np.full(2, 0.5),
         w_kl=np.full(2, 0.5),
     )
     model = PulseCVAE(embed_dim=4, intermediate_dim=4)
     kw = dict(epochs=2, batch_size=16, learning_rate=1e-3, fast_compile=True)
-    together = trainer.train_lanes(model, inputs, lane_chunk=0, **kw)
+    together = trainer.train_members(model, inputs, member_group=0, **kw)
     assert trainer.steps_per_epoch(inputs.train_mask, 16) == 3
-    # lanes run as a lax.map over groups of one vmapped lane: same numbers
-    grouped = trainer.train_lanes(model, inputs, lane_chunk=1, **kw)
+    # members run as a lax.map over groups of one vmapped member: same numbers
+    grouped = trainer.train_members(model, inputs, member_group=1, **kw)
     for g, t in zip(grouped, together, strict=True):
         chex.assert_trees_all_close(g.params, t.params, rtol=1e-5, atol=1e-6)
     for i in range(2):
-        alone = trainer.train_lanes(model, inputs.lane(i), **kw)[0]
-        assert trainer.steps_per_epoch(inputs.lane(i).train_mask, 16) == [3, 1][i]
+        alone = trainer.train_members(model, inputs.member(i), **kw)[0]
+        assert trainer.steps_per_epoch(inputs.member(i).train_mask, 16) == [3, 1][i]
         chex.assert_trees_all_close(together[i].params, alone.params, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(together[i].history["train_loss"], alone.history["train_loss"],
                                    rtol=1e-5)
-    # the two lanes really trained differently
+    # the two members really trained differently
     assert not np.allclose(together[0].history["train_loss"], together[1].history["train_loss"])
 
 
@@ -199,17 +202,17 @@ def test_other_learning_rates_reuse_the_compiled_program():
     data = pulse_synthetic.make_cohort(4, seed=1)
     mask = np.isin(data.soc_pct, (5, 10, 15))[None]
     x, c = data.features, data.conditions
-    inputs = trainer.LaneInputs(
+    inputs = trainer.MemberInputs(
         features=x, conditions=c, train_mask=mask,
         feature_lo=x[mask[0]].min(0)[None], feature_hi=x[mask[0]].max(0)[None],
         cond_lo=c.min(0)[None], cond_hi=c.max(0)[None],
-        keys=trainer.lane_key(0, 0, 3)[None], w_rec=np.full(1, 0.5), w_kl=np.full(1, 0.5),
+        keys=trainer.member_key(0, 0, 3)[None], w_rec=np.full(1, 0.5), w_kl=np.full(1, 0.5),
     )
     model = PulseCVAE(embed_dim=4, intermediate_dim=4)
     kw = dict(epochs=2, batch_size=16, fast_compile=True)
-    first = trainer.train_lanes(model, inputs, learning_rate=1e-3, **kw)[0]
+    first = trainer.train_members(model, inputs, learning_rate=1e-3, **kw)[0]
     before = loop.compilations()
-    runs = [trainer.train_lanes(model, inputs, learning_rate=lr, **kw)[0] for lr in (3e-3, 1e-2)]
+    runs = [trainer.train_members(model, inputs, learning_rate=lr, **kw)[0] for lr in (3e-3, 1e-2)]
     assert loop.compilations() == before  # no new program for other learning rates
     losses = [r.history["train_loss"][-1] for r in (first, *runs)]
     assert len(set(losses)) == 3  # ... and the rates did change the training
@@ -217,7 +220,7 @@ def test_other_learning_rates_reuse_the_compiled_program():
 
 
 # ------------------------------------------------------------------- runner
-def smoke_config(**data_kw) -> runner.CvaeConfig:
+def smoke_config(**data_kw) -> CvaeConfig:
     cfg = experiments.load("cvae-synthetic").get_config(smoke=True)
     if data_kw:
         cfg = cfglib.apply_overrides(cfg, [f"data.{k}={v}" for k, v in data_kw.items()])
@@ -228,7 +231,7 @@ def smoke_config(**data_kw) -> runner.CvaeConfig:
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cvae-run")
     cfg = smoke_config()
-    metrics = runner.run(cfg, None, run_dir)
+    metrics = runner.train_and_evaluate(cfg, None, run_dir)
     return run_dir, cfg, metrics
 
 
@@ -240,7 +243,7 @@ def test_runner_writes_all_metrics_and_tables(smoke_run):
     json.dumps(metrics)  # flat and serialisable
     interp = np.mean([metrics[f"case{k}_soh_mape_generated_pct"] for k in range(4)])
     assert metrics["interp_soh_mape_generated_pct"] == pytest.approx(interp)
-    assert metrics["num_lanes"] == 8.0  # the honest normaliser equals the paper's here
+    assert metrics["num_members"] == 8.0  # the honest normaliser equals the paper's here
     for name in ("per_soc.csv", "per_case.csv", "history.csv", "report.md"):
         assert (run_dir / name).is_file(), name
     with open(run_dir / "per_soc.csv") as f:
@@ -253,7 +256,7 @@ def test_runner_writes_all_metrics_and_tables(smoke_run):
     report = (run_dir / "report.md").read_text()
     assert "| 7 | 5, 10 |" in report and "mean 4-7" in report
     params, meta = checkpoint.load(run_dir)
-    assert meta["battery"] == "synthetic" and len(meta["lanes"]) == 8
+    assert meta["battery"] == "synthetic" and len(meta["members"]) == 8
     assert meta["cases"]["7"]["base_soc_pct"] == 10.0
     leaves = jax.tree_util.tree_leaves(params)
     assert all(leaf.shape[0] == 8 for leaf in leaves)
@@ -262,20 +265,20 @@ def test_runner_writes_all_metrics_and_tables(smoke_run):
 def test_generation_errors_per_feature_and_paired():
     measured = np.array([[3.0, 4.0], [3.5, 2.0]])
     generated = np.array([[3.3, 4.0], [3.5, 2.5]])
-    e = runner.generation_errors(generated, measured, paired=True)
+    e = generation_errors(generated, measured, paired=True)
     # feature 1: |0.3/3| and 0 -> 5 %; feature 2: 0 and |0.5/2| -> 12.5 %
     assert e["gen_mape_U1_pct"] == pytest.approx(5.0)
     assert e["gen_mape_U2_pct"] == pytest.approx(12.5)
     assert e["generation_mape_pct"] == pytest.approx(8.75)
     assert e["generation_mape_feature_std_pct"] == pytest.approx(3.75)
     # unpaired: sorted per feature, so a permutation of the generated rows costs nothing
-    assert runner.generation_errors(measured[::-1], measured, paired=False)["generation_mape_pct"] == 0.0
-    assert runner.generation_errors(measured[::-1], measured, paired=True)["generation_mape_pct"] > 0.0
+    assert generation_errors(measured[::-1], measured, paired=False)["generation_mape_pct"] == 0.0
+    assert generation_errors(measured[::-1], measured, paired=True)["generation_mape_pct"] > 0.0
 
 
 def test_generate_roundtrip_and_refusal(smoke_run, tmp_path):
     run_dir, _, _ = smoke_run
-    out = runner.generate(run_dir, 0.30, 0.85, 7, tmp_path / "gen.csv", seed=1)
+    out = generate(run_dir, 0.30, 0.85, 7, tmp_path / "gen.csv", seed=1)
     with open(out) as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["SOC", "SOH", *[f"U{i}" for i in range(1, 22)]]
@@ -285,13 +288,13 @@ def test_generate_roundtrip_and_refusal(smoke_run, tmp_path):
     np.testing.assert_allclose(values[:, 1], 0.85)
     assert np.all((values[:, 2:] > 2.5) & (values[:, 2:] < 5.0))
     # same seed, same rows
-    again = runner.generate(run_dir, 0.30, 0.85, 7, tmp_path / "gen2.csv", seed=1)
+    again = generate(run_dir, 0.30, 0.85, 7, tmp_path / "gen2.csv", seed=1)
     assert again.read_text() == out.read_text()
     with pytest.raises(RunDirError, match="refusing to overwrite"):
-        runner.generate(run_dir, 0.30, 0.85, 7, out)
+        generate(run_dir, 0.30, 0.85, 7, out)
     # extrapolation from case 7 (trained on 5 and 10 %): the authors' shift
-    far = runner.generate(run_dir, 0.45, 0.85, 3, tmp_path / "far.csv", case=7)
-    near = runner.generate(run_dir, 0.10, 0.85, 3, tmp_path / "near.csv", case=7)
+    far = generate(run_dir, 0.45, 0.85, 3, tmp_path / "far.csv", case=7)
+    near = generate(run_dir, 0.10, 0.85, 3, tmp_path / "near.csv", case=7)
     u_far = np.array(list(csv.reader(open(far)))[1:], float)[:, 2:]
     u_near = np.array(list(csv.reader(open(near)))[1:], float)[:, 2:]
     _, meta = checkpoint.load(run_dir)
@@ -299,14 +302,14 @@ def test_generate_roundtrip_and_refusal(smoke_run, tmp_path):
     assert w > 0
     assert np.mean(u_far - u_near) == pytest.approx(0.35 * w * 20, abs=0.05)
     with pytest.raises(ConfigError, match="fraction"):
-        runner.generate(run_dir, 30, 0.85, 3, tmp_path / "x.csv")
+        generate(run_dir, 30, 0.85, 3, tmp_path / "x.csv")
     with pytest.raises(ConfigError, match="not in this run"):
-        runner.generate(run_dir, 0.3, 0.85, 3, tmp_path / "y.csv", case=9)
+        generate(run_dir, 0.3, 0.85, 3, tmp_path / "y.csv", case=9)
 
 
 def test_generate_needs_a_checkpoint(tmp_path):
     with pytest.raises(RunDirError):
-        runner.generate(tmp_path, 0.3, 0.9, 2, tmp_path / "g.csv")
+        generate(tmp_path, 0.3, 0.9, 2, tmp_path / "g.csv")
 
 
 def test_lmo_experiment_from_data_dir(tmp_path):
@@ -314,7 +317,7 @@ def test_lmo_experiment_from_data_dir(tmp_path):
     write_workbook(tmp_path / "data" / "pulse" / "LMO_10Ah_W_3000.xlsx", {"SOC ALL": rows})
     # same shapes as the smoke run (12 cells, 8 cases), so the compiled program is reused
     cfg = smoke_config(battery="LMO")
-    metrics = runner.run(cfg, tmp_path / "data", tmp_path / "run")
+    metrics = runner.train_and_evaluate(cfg, tmp_path / "data", tmp_path / "run")
     for key in (
         "case0_soh_mape_generated_pct",
         "case7_soh_mape_generated_pct",
@@ -329,16 +332,16 @@ def test_lmo_experiment_from_data_dir(tmp_path):
     assert meta["cases"]["7"]["shift_weight_v"] == 0.095
 
 
-def test_honest_normaliser_adds_lanes_when_cells_are_held_out():
+def test_honest_normaliser_adds_members_when_cells_are_held_out():
     data = pulse_synthetic.make_cohort(12, seed=0)
     cfg = smoke_config(test_cell_fraction=0.25, cases="4,7")
-    plans = runner.plan_cases(cfg, data)
+    plans = pulse_cases.plan_cases(cfg, data)
     held = ~plans[0].train_rows & np.isin(data.soc_pct, plans[0].train_soc_pct)
     assert len(set(data.cell[held].tolist())) == 3
     # scored rows are the held-out cells only, and no held-out row is trained on
     assert not np.any(plans[0].train_rows & plans[0].eval_rows)
-    lanes = runner.plan_lanes(cfg, data, plans)
-    assert [lane.protocols for lane in lanes if lane.case == 4] in (
+    members = pulse_cases.plan_members(cfg, data, plans)
+    assert [m.protocols for m in members if m.case == 4] in (
         [("test_rows", "train")],
         [("test_rows",), ("train",)],
     )
@@ -361,11 +364,11 @@ def test_config_overrides_and_validation():
             "generation.extrapolation=eq89",
             "generation.soh_source=train",
             "data.cases=0,4",
-            "train.num_seeds=3",
+            "train.ensemble_size=3",
         ],
     )
-    assert new.data.cases == (0, 4) and new.train.num_seeds == 3
-    round_trip = cfglib.from_dict(runner.CvaeConfig, json.loads(cfglib.dumps(new)))
+    assert new.data.cases == (0, 4) and new.train.ensemble_size == 3
+    round_trip = cfglib.from_dict(CvaeConfig, json.loads(cfglib.dumps(new)))
     assert round_trip == new
     for bad in (
         "data.cases=9",
@@ -388,11 +391,12 @@ def test_pulse_experiment_needs_data(tmp_path):
     from slbjax.errors import DataError
 
     with pytest.raises(DataError, match="NMC_2.1Ah_W_3000.xlsx"):
-        runner.run(experiments.load("cvae-pulse").get_config(smoke=True), tmp_path, tmp_path / "r")
+        cfg = experiments.load("cvae-pulse").get_config(smoke=True)
+        runner.train_and_evaluate(cfg, tmp_path, tmp_path / "r")
 
 
 def test_authors_shift_constants():
-    assert runner.AUTHORS_SHIFT_WEIGHT_V == {
+    assert pulse_cases.AUTHORS_SHIFT_WEIGHT_V == {
         "NMC2.1": 0.043, "NMC21": 0.04, "LFP": 0.0295, "LMO": 0.095
     }  # fmt: skip
 
@@ -401,7 +405,7 @@ def test_authors_shift_constants():
 @pytest.mark.realdata
 def test_cvae_pulse_smoke_on_real_data(tmp_path):
     cfg = experiments.load("cvae-pulse").get_config(smoke=True)
-    metrics = runner.run(cfg, Path(os.environ["SLBJAX_DATA"]), tmp_path / "run")
+    metrics = runner.train_and_evaluate(cfg, Path(os.environ["SLBJAX_DATA"]), tmp_path / "run")
     missing = [k for k in REQUIRED_KEYS if k not in metrics]
     assert not missing, missing
     assert metrics["num_rows"] == 670.0

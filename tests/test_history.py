@@ -39,7 +39,7 @@ def test_polynomial_is_exact_on_cubic_fades_and_counts_windows():
     assert table.mape_pct.iloc[0] < 1e-8 and np.isnan(table.mape_pct.iloc[1])
 
 
-TINY = history.MLPSettings(history=5, horizon=8, hidden=(16,), epochs=15, batch_size=16,
+TINY = history.HistoryMlp(history=5, horizon=8, hidden=(16,), epochs=15, batch_size=16,
                            learning_rate=1e-2)
 
 

@@ -58,8 +58,9 @@ def test_router_noise_only_in_training():
     model = _model()
     b = _batch(8)
     params = init_params(model, jax.random.key(0), b)
-    # make the noise scale clearly non-zero
-    params = jax.tree_util.tree_map(lambda x: x, params)
+    # make the (input-dependent) noise scale clearly non-zero: W_noise starts at zero
+    router = {**params["params"]["router"], "w_noise": jnp.full((E, E), 0.5)}
+    params = {"params": {**params["params"], "router": router}}
     y1, w1 = batched_apply(model, params, b.qv, b.features, b.load)
     y2, w2 = batched_apply(model, params, b.qv, b.features, b.load)
     np.testing.assert_array_equal(np.asarray(w1), np.asarray(w2))

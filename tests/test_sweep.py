@@ -70,9 +70,9 @@ def test_batched_seeds_equal_separate_runs(tmp_path):
     dirs = [tmp_path / "a", tmp_path / "b"]
     for d in dirs:
         d.mkdir()
-    together = imoe.run_group(cfgs, None, dirs)
+    together = imoe.train_and_evaluate_group(cfgs, None, dirs)
     (tmp_path / "c").mkdir()
-    alone = imoe.run(cfgs[1], None, tmp_path / "c")
+    alone = imoe.train_and_evaluate(cfgs[1], None, tmp_path / "c")
     assert together[1]["test_mape_pct"] == pytest.approx(alone["test_mape_pct"], rel=1e-4)
 
 

@@ -106,19 +106,6 @@ class PulseData:
         """Sorted distinct SOC levels (percent)."""
         return sorted(set(self.soc_pct.tolist()))
 
-    def select(self, mask: np.ndarray) -> PulseData:
-        """The rows where ``mask`` ([N] bool) is True."""
-        mask = np.asarray(mask, bool)
-        return dataclasses.replace(
-            self,
-            features=self.features[mask],
-            soc=self.soc[mask],
-            soh=self.soh[mask],
-            cell=self.cell[mask],
-            sample=self.sample[mask],
-            row=self.row[mask],
-        )
-
 
 def pulse_path(data_dir: Path, battery: str) -> Path:
     """``<data_dir>/pulse/<published file name>`` of a battery type."""

@@ -10,6 +10,7 @@ the current cycle, so ``target[:, 0]`` is the capacity of the start row.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -174,3 +175,19 @@ def _stack(parts: list[dict], key: str, tail: tuple[int, ...], dtype) -> np.ndar
     if not parts:
         return np.zeros((0, *tail), dtype=dtype)
     return np.concatenate([p[key].reshape(-1, *tail) for p in parts]).astype(dtype)
+
+
+class Batch(NamedTuple):
+    """Model inputs and targets, leading axis = windows."""
+
+    qv: Any  # [M, Q]
+    features: Any  # [M, F]
+    load: Any  # [M, L, 3]
+    target: Any  # [M, L]
+
+    @property
+    def size(self) -> int:
+        return int(self.qv.shape[0])
+
+    def take(self, idx) -> Batch:
+        return Batch(*(x[idx] for x in self))

@@ -76,9 +76,10 @@ def _scalar_softmax_stats(slope, e):
     the exponentials into the three reductions.
     """
     top = jnp.where(slope >= 0, slope * jnp.max(e), slope * jnp.min(e))  # [H, Tq]
-    w = jnp.exp(slope[..., None] * e - top[..., None])  # [H, Tq, Tk], fused away
+    ek = e[None, None, :]  # [1, 1, Tk]
+    w = jnp.exp(slope[..., None] * ek - top[..., None])  # [H, Tq, Tk], fused away
     den = jnp.sum(w, -1)
-    mean = jnp.sum(w * e, -1) / den
+    mean = jnp.sum(w * ek, -1) / den
     return top, den, mean, w
 
 
@@ -109,11 +110,12 @@ def _sta_fwd(slope, e):
 
 def _sta_bwd(res, g):
     slope, e, top, den, mean = res
-    p = jnp.exp(slope[..., None] * e - top[..., None]) / den[..., None]  # [H, Tq, Tk]
-    var = jnp.sum(p * jnp.square(e - mean[..., None]), -1)
+    ek = e[None, None, :]  # [1, 1, Tk]
+    p = jnp.exp(slope[..., None] * ek - top[..., None]) / den[..., None]  # [H, Tq, Tk]
+    var = jnp.sum(p * jnp.square(ek - mean[..., None]), -1)
     g_slope = g * var
     g_e = jnp.sum(
-        (g[..., None] * p) * (1.0 + slope[..., None] * (e - mean[..., None])), axis=(0, 1)
+        (g[..., None] * p) * (1.0 + slope[..., None] * (ek - mean[..., None])), axis=(0, 1)
     )
     return g_slope, g_e
 
@@ -193,17 +195,17 @@ class CrossAttention(nn.Module):
                 mix = jnp.einsum("hqk,k->hq", jax.nn.softmax(logits, axis=-1), e)
             vo = jnp.einsum("hd,hdo->ho", wv[0], wo)  # [H, out]
             bvo = jnp.einsum("hd,hdo->o", bv, wo)  # [out]
-            out = jnp.einsum("hq,ho->qo", mix, vo) + bvo + bo
+            out = jnp.einsum("hq,ho->qo", mix, vo) + (bvo + bo)[None]
         else:
-            q = jnp.einsum("tq,qhd->thd", query, wq) + bq  # [Tq, H, D]
-            k = jnp.einsum("tk,khd->thd", context, wk) + bk  # [Tk, H, D]
+            q = jnp.einsum("tq,qhd->thd", query, wq) + bq[None]  # [Tq, H, D]
+            k = jnp.einsum("tk,khd->thd", context, wk) + bk[None]  # [Tk, H, D]
             logits = scale * jnp.einsum("qhd,khd->hqk", q, k)
             if mask is not None:
                 logits = jnp.where(mask[None], logits, jnp.finfo(logits.dtype).min)
             weights = jax.nn.softmax(logits, axis=-1)  # [H, Tq, Tk]
-            v = jnp.einsum("tk,khd->thd", context, wv) + bv  # [Tk, H, D]
+            v = jnp.einsum("tk,khd->thd", context, wv) + bv[None]  # [Tk, H, D]
             mixed = jnp.einsum("hqk,khd->qhd", weights, v)  # [Tq, H, D]
-            out = jnp.einsum("qhd,hdo->qo", mixed, wo) + bo
+            out = jnp.einsum("qhd,hdo->qo", mixed, wo) + bo[None]
         chex.assert_shape(out, (query.shape[0], out_dim))
         return out
 

@@ -22,15 +22,14 @@ steps ``initial``, ``first_refinement``, ``second_refinement`` and
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from slbjax.configs.sort import SortConfig
 from slbjax.data.sorting import SortingData, load_sorting
 from slbjax.decide import grouping
 from slbjax.errors import ConfigError
@@ -51,63 +50,6 @@ PUBLISHED = {
     "second_refinement": {"aging_difference": 44.617586, "lifetime_cycles": 333.732558,
                           "capacity_utilisation": 0.780580},
 }
-
-
-# ------------------------------------------------------------------ config
-@dataclasses.dataclass(frozen=True)
-class SortDataConfig:
-    """Where the files are.
-
-    Attributes:
-      subdir: folder under the data folder holding ``features.csv`` and
-        ``capacity_trajectories.csv``.
-    """
-
-    subdir: str = "sorting"
-
-
-@dataclasses.dataclass(frozen=True)
-class SortMethodConfig:
-    """The method's settings (the published ones) and the seed spread.
-
-    Attributes:
-      num_groups: k of every k-means and of the oracle.
-      seed: k-means ``random_state`` of the reported partition (the authors' 78825).
-      num_seeds: seeds 0 .. num_seeds - 1 give the medians and 5-95 % ranges.
-      n_init: k-means restarts (scikit-learn 1.0.2's default, which the authors ran).
-      max_passes: most passes of each refinement.
-      pad_ah: capacity that extends the shorter trajectory in the aging difference.
-    """
-
-    num_groups: int = 8
-    seed: int = 78825
-    num_seeds: int = 200
-    n_init: int = 10
-    max_passes: int = 10
-    pad_ah: float = 1.2
-
-
-@dataclasses.dataclass(frozen=True)
-class SortConfig:
-    """A consistency-grouping experiment."""
-
-    family: ClassVar[str] = "sort"
-    data: SortDataConfig = dataclasses.field(default_factory=SortDataConfig)
-    sort: SortMethodConfig = dataclasses.field(default_factory=SortMethodConfig)
-
-    def validate(self) -> None:
-        """Raises ConfigError on values no run can use."""
-        s = self.sort
-        if not self.data.subdir.strip() or Path(self.data.subdir).is_absolute():
-            raise ConfigError(f"data.subdir must be a relative folder name, got {self.data.subdir!r}")
-        for key, value, low in (("sort.num_groups", s.num_groups, 2), ("sort.num_seeds", s.num_seeds, 1),
-                                ("sort.n_init", s.n_init, 1), ("sort.max_passes", s.max_passes, 1)):
-            if value < low:
-                raise ConfigError(f"{key} must be >= {low}, got {value}")
-        if not 0 <= s.seed < 2**32 - s.num_seeds:
-            raise ConfigError(f"sort.seed must be in [0, 2**32 - num_seeds), got {s.seed}")
-        if not (np.isfinite(s.pad_ah) and s.pad_ah >= 0):
-            raise ConfigError(f"sort.pad_ah must be a finite capacity >= 0 Ah, got {s.pad_ah}")
 
 
 CONFIG_CLASS = SortConfig
@@ -188,7 +130,7 @@ def summarise(at_seed: dict, seeds: pd.DataFrame) -> tuple[dict[str, float], pd.
     return metrics, table
 
 
-def run(cfg: SortConfig, data_dir: Path | None, run_dir: Path) -> dict[str, float]:
+def train_and_evaluate(cfg: SortConfig, data_dir: Path | None, run_dir: Path) -> dict[str, float]:
     """Groups the cells, scores every method and writes the tables; returns the flat metrics.
 
     Args:

@@ -1,28 +1,28 @@
-"""CVAE training on the shared core: every (case, seed) lane a member of ONE program.
+"""CVAE training on the shared core: every (case, seed) training a member of ONE program.
 
 The eight SOC cases of the paper differ only in which rows they train on, and
-seeds differ only in their PRNG keys, so all of them are members ("lanes") of
-one program of :mod:`slbjax.train.loop`:
+seeds differ only in their PRNG keys, so all of them are members of one
+program of :mod:`slbjax.train.loop`:
 
 * the data (``features`` [N, F], ``conditions`` [N, C], raw units) are shared;
-  each lane has a training mask [N] and its own min-max normalisers (arrays
+  each member has a training mask [N] and its own min-max normalisers (arrays
   [F] and [C]), so normalisation happens inside the program;
-* every epoch each lane draws a random permutation of its own training rows
+* every epoch each member draws a random permutation of its own training rows
   (uniform scores, non-training rows pushed to the end, ``argsort``); step j
-  takes positions ``j*B ... j*B+B-1`` of it; positions past the lane's row
+  takes positions ``j*B ... j*B+B-1`` of it; positions past the member's row
   count are masked out of the loss, exactly like the short last batch of a
   Keras ``fit`` epoch;
-* all lanes run ``ceil(max_rows / B)`` steps per epoch; a step in which a lane
-  has no valid row leaves its parameters and optimiser state untouched, so a
-  lane trains exactly as it would alone;
-* the learning rate is a per-lane value in the optimizer state: other rates
+* all members run ``ceil(max_rows / B)`` steps per epoch; a step in which a
+  member has no valid row leaves its parameters and optimiser state
+  untouched, so a member trains exactly as it would alone;
+* the learning rate is a per-member value in the optimizer state: other rates
   run the same compiled program.
 
-Keys: lane key ``k``; parameters from ``fold_in(k, 0)``; epoch ``e`` uses
+Keys: member key ``k``; parameters from ``fold_in(k, 0)``; epoch ``e`` uses
 ``fold_in(fold_in(k, 1), e)``, split into a permutation key and a step key;
 step ``j`` uses ``fold_in(step_key, j)`` split into one ``latent`` key per
-batch row.  No key depends on the number of steps or lanes, which is what
-makes the vmapped and the per-lane trainings agree.
+batch row.  No key depends on the number of steps or members, which is what
+makes the vmapped and the per-member trainings agree.
 """
 
 from __future__ import annotations
@@ -38,46 +38,47 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from slbjax.data.pulse_cases import fit_minmax  # noqa: F401 (re-exported: the fit is pure numpy)
 from slbjax.models.cvae import PulseCVAE, loss_terms
 from slbjax.train import loop
 
 
 # ----------------------------------------------------------------- normalisers
-def fit_minmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column-wise (min, max) of ``x`` [N, D] (scikit-learn's MinMaxScaler fit)."""
-    x = np.asarray(x, np.float64)
-    return x.min(axis=0), x.max(axis=0)
-
-
+# (fitted by :func:`slbjax.data.pulse_cases.fit_minmax`: column-wise min and max)
 def _span(lo, hi):
     span = hi - lo
     # a constant column maps to 0, as scikit-learn does
-    return span + (span == 0)
+    return span + (span == 0).astype(span.dtype)
+
+
+def _like(a, x):
+    """``a`` [..., D] with leading axes of length 1 up to the rank of ``x`` (explicit broadcasting)."""
+    return a.reshape((1,) * (x.ndim - a.ndim) + a.shape)
 
 
 def minmax_apply(x, lo, hi):
-    """``(x - lo) / (hi - lo)`` (works on numpy and jax arrays)."""
-    return (x - lo) / _span(lo, hi)
+    """``(x - lo) / (hi - lo)`` over the last axis (works on numpy and jax arrays)."""
+    return (x - _like(lo, x)) / _like(_span(lo, hi), x)
 
 
 def minmax_invert(y, lo, hi):
     """Inverse of :func:`minmax_apply`."""
-    return y * _span(lo, hi) + lo
+    return y * _like(_span(lo, hi), y) + _like(lo, y)
 
 
-# ------------------------------------------------------------------ lane input
+# ---------------------------------------------------------------- member input
 @dataclasses.dataclass(frozen=True)
-class LaneInputs:
-    """What the vectorised trainer needs, for L lanes over N shared rows.
+class MemberInputs:
+    """What the vectorised trainer needs, for M members over N shared rows.
 
     Attributes:
       features: [N, F] raw features.
       conditions: [N, C] raw conditions (SOC fraction, SOH).
-      train_mask: [L, N] bool, the rows each lane trains on.
-      feature_lo, feature_hi: [L, F] per-lane feature normaliser.
-      cond_lo, cond_hi: [L, C] per-lane condition normaliser.
-      keys: [L] typed PRNG keys.
-      w_rec, w_kl: [L] loss weights (traced values, so they may differ per lane).
+      train_mask: [M, N] bool, the rows each member trains on.
+      feature_lo, feature_hi: [M, F] per-member feature normaliser.
+      cond_lo, cond_hi: [M, C] per-member condition normaliser.
+      keys: [M] typed PRNG keys.
+      w_rec, w_kl: [M] loss weights (traced values, so they may differ per member).
     """
 
     features: np.ndarray
@@ -92,11 +93,11 @@ class LaneInputs:
     w_kl: np.ndarray
 
     @property
-    def num_lanes(self) -> int:
+    def num_members(self) -> int:
         return int(self.train_mask.shape[0])
 
-    def lane(self, i: int) -> LaneInputs:
-        """The single-lane inputs of lane ``i`` (leading axis kept, length 1)."""
+    def member(self, i: int) -> MemberInputs:
+        """The single-member inputs of member ``i`` (leading axis kept, length 1)."""
         sl = slice(i, i + 1)
         return dataclasses.replace(
             self,
@@ -111,8 +112,8 @@ class LaneInputs:
         )
 
 
-def lane_key(seed: int, seed_index: int, case: int) -> jax.Array:
-    """The training key of one (seed, case) lane; independent of the lane layout."""
+def member_key(seed: int, seed_index: int, case: int) -> jax.Array:
+    """The training key of one (seed, case) member; independent of the member layout."""
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), seed_index), case)
 
 
@@ -139,7 +140,7 @@ def task(model: PulseCVAE, num_rows: int, batch_size: int, steps: int, adam_eps:
     def plan(rng, epoch, hp):
         mask = hp["train_mask"]
         perm_key, step_key = jax.random.split(jax.random.fold_in(rng, epoch))
-        # the lane's own rows in random order first, the other rows after them
+        # the member's own rows in random order first, the other rows after them
         order = jnp.argsort(jnp.where(mask, jax.random.uniform(perm_key, (num_rows,)), 2.0))
         pad = steps * B - num_rows
         order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]) if pad > 0 else order[: steps * B]
@@ -163,61 +164,61 @@ def task(model: PulseCVAE, num_rows: int, batch_size: int, steps: int, adam_eps:
                      optimizer=lambda learning_rate: optax.adam(learning_rate, eps=adam_eps))
 
 
-def default_lane_chunk() -> int:
-    """Lanes vmapped together: all of them on an accelerator, 8 on CPU.
+def default_member_group() -> int:
+    """Members vmapped together: all of them on an accelerator, 8 on CPU.
 
-    On CPU the per-step working set grows with the number of vmapped lanes
-    (each sample's [H, 64, 64] attention weights); past about 8 lanes of 32
-    rows it leaves the cache and a step gets 2-3x slower per lane, so larger
-    lane counts run as a ``lax.map`` over groups of 8 vmapped lanes, still in
-    one compiled program.
+    On CPU the per-step working set grows with the number of vmapped members
+    (each sample's [H, 64, 64] attention weights); past about 8 members of 32
+    rows it leaves the cache and a step gets 2-3x slower per member, so larger
+    member counts run as a ``lax.map`` over groups of 8 vmapped members, still
+    in one compiled program.
     """
     return 8 if jax.default_backend() == "cpu" else 0
 
 
 def steps_per_epoch(train_mask: np.ndarray, batch_size: int) -> int:
-    """``ceil(max rows of a lane / batch_size)``."""
+    """``ceil(max rows of a member / batch_size)``."""
     return max(1, math.ceil(int(np.asarray(train_mask).sum(axis=1).max()) / batch_size))
 
 
-def train_lanes(
+def train_members(
     model: PulseCVAE,
-    inputs: LaneInputs,
+    inputs: MemberInputs,
     *,
     epochs: int,
     batch_size: int,
     learning_rate: float | np.ndarray,
     adam_eps: float = 1e-7,
     fast_compile: bool = False,
-    lane_chunk: int | None = None,
+    member_group: int | None = None,
 ) -> list[loop.TrainResult]:
-    """Trains every lane of ``inputs`` in one compiled program (:func:`slbjax.train.loop.fit`).
+    """Trains every member of ``inputs`` in one compiled program (:func:`slbjax.train.loop.fit`).
 
     Args:
       model: the (unbatched) model.
-      inputs: shared data and per-lane masks, normalisers and keys.
-      epochs: passes over each lane's training rows.
-      batch_size: B (a lane's last batch of an epoch may be short).
-      learning_rate: Adam's rate, one value or one per lane (a traced value:
+      inputs: shared data and per-member masks, normalisers and keys.
+      epochs: passes over each member's training rows.
+      batch_size: B (a member's last batch of an epoch may be short).
+      learning_rate: Adam's rate, one value or one per member (a traced value:
         other rates reuse the compiled program); Keras default 1e-3.
       adam_eps: Adam's epsilon (Keras default 1e-7).
       fast_compile: compile with XLA's backend optimisation level 0: about 3x
         quicker to compile, somewhat slower to run (for smoke runs and tests).
-      lane_chunk: vmap at most this many lanes at once (0: all); None picks
-        :func:`default_lane_chunk`.  Results do not depend on it.
+      member_group: vmap at most this many members at once (0: all); None picks
+        :func:`default_member_group`.  Results do not depend on it.
 
     Returns:
-      One :class:`~slbjax.train.loop.TrainResult` per lane (final parameters).
+      One :class:`~slbjax.train.loop.TrainResult` per member (final parameters).
     """
-    L, N = inputs.train_mask.shape
+    M, N = inputs.train_mask.shape
     F, C = inputs.features.shape[1], inputs.conditions.shape[1]
     chex.assert_shape(inputs.features, (N, F))
     chex.assert_shape(inputs.conditions, (N, C))
-    chex.assert_shape([inputs.feature_lo, inputs.feature_hi], (L, F))
-    chex.assert_shape([inputs.cond_lo, inputs.cond_hi], (L, C))
-    chex.assert_shape([inputs.keys, inputs.w_rec, inputs.w_kl], (L,))
+    chex.assert_shape([inputs.feature_lo, inputs.feature_hi], (M, F))
+    chex.assert_shape([inputs.cond_lo, inputs.cond_hi], (M, C))
+    chex.assert_shape([inputs.keys, inputs.w_rec, inputs.w_kl], (M,))
     if np.any(np.asarray(inputs.train_mask).sum(axis=1) == 0):
-        raise ValueError("a lane has no training rows")
+        raise ValueError("a member has no training rows")
     spe = steps_per_epoch(inputs.train_mask, batch_size)
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
     hp = {"train_mask": np.asarray(inputs.train_mask, bool),
@@ -227,7 +228,7 @@ def train_lanes(
     members = loop.Members(
         init_keys=inputs.keys,
         rngs=jax.vmap(lambda k: jax.random.fold_in(k, 1))(inputs.keys),
-        learning_rate=np.broadcast_to(f32(learning_rate), (L,)),
+        learning_rate=np.broadcast_to(f32(learning_rate), (M,)),
         hparams=hp,
     )
     return loop.fit(
@@ -236,7 +237,7 @@ def train_lanes(
         members,
         epochs=epochs,
         chunk=epochs,
-        member_group=default_lane_chunk() if lane_chunk is None else int(lane_chunk),
+        member_group=default_member_group() if member_group is None else int(member_group),
         fast_compile=fast_compile,
         log=lambda s: None,
     )
@@ -263,11 +264,11 @@ def _bucket(m: int) -> int:
 
 
 def decode_rows(model: PulseCVAE, params: Any, z: np.ndarray, cond_norm: np.ndarray) -> np.ndarray:
-    """Decodes M rows with one lane's parameters.
+    """Decodes M rows with one member's parameters.
 
     Args:
       model: the model.
-      params: one lane's parameters (no lane axis).
+      params: one member's parameters (no member axis).
       z: [M, latent_dim] latents.
       cond_norm: [M, C] normalised conditions.
 

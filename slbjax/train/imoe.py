@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,26 +22,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from slbjax.data.windows import Batch
 from slbjax.models.apply import batched_apply
 from slbjax.models.imoe import IMOE
 from slbjax.train import loop
 from slbjax.train.loop import TrainResult, data_mesh, stack_members  # noqa: F401  (re-exported)
-
-
-class Batch(NamedTuple):
-    """Model inputs and targets, leading axis = windows."""
-
-    qv: Any  # [M, Q]
-    features: Any  # [M, F]
-    load: Any  # [M, L, 3]
-    target: Any  # [M, L]
-
-    @property
-    def size(self) -> int:
-        return int(self.qv.shape[0])
-
-    def take(self, idx) -> Batch:
-        return Batch(*(x[idx] for x in self))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -228,7 +228,10 @@ def _chunk_fn(task: Task, *, epochs: int, chunk: int, patience: int | None,
             params, batch, mask, rng, hparams
         )
         tx = _tx(task, opt_state.hyperparams["learning_rate"])
-        upd, new_opt = tx.update(grads, opt_state, params)
+        # optax's bias correction raises a float decay to an int32 step count: it needs
+        # standard promotion, while the rest of a program is also valid under strict rules
+        with jax.numpy_dtype_promotion("standard"):
+            upd, new_opt = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, upd)
         active = mask.sum() > 0  # an empty step leaves everything as it was
         carry = (_where_tree(active, new_params, params), _where_tree(active, new_opt, opt_state))
