@@ -195,7 +195,7 @@ class CrossAttention(nn.Module):
                 mix = jnp.einsum("hqk,k->hq", jax.nn.softmax(logits, axis=-1), e)
             vo = jnp.einsum("hd,hdo->ho", wv[0], wo)  # [H, out]
             bvo = jnp.einsum("hd,hdo->o", bv, wo)  # [out]
-            out = jnp.einsum("hq,ho->qo", mix, vo) + (bvo + bo)[None]
+            out = jnp.einsum("hq,ho->qo", mix, vo) + bvo[None] + bo[None]
         else:
             q = jnp.einsum("tq,qhd->thd", query, wq) + bq[None]  # [Tq, H, D]
             k = jnp.einsum("tk,khd->thd", context, wk) + bk[None]  # [Tk, H, D]
