@@ -33,6 +33,7 @@ from slbjax.config import apply_overrides
 from slbjax.data.pulse import SOURCES
 from slbjax.errors import ConfigError
 from slbjax.paths import require_data_dir
+from slbjax.sweep import experiment_grid
 
 SUITES = ("imoe-paper", "cvae-paper", "all")
 
@@ -117,7 +118,7 @@ def imoe_points(smoke: bool, seeds: int) -> list[Point]:
                                      [*switches, *_ul_overrides(cond), s], smoke, seed))
             points.append(_point(table, "LSD", model, "imoe-lsd", [*switches, s], smoke, seed))
         for table, experiment in SWEEPS.items():
-            ((key, values),) = experiments.load(experiment).grid(smoke).items()
+            ((key, values),) = experiment_grid(experiments.load(experiment), smoke)
             for v in values:
                 points.append(_point(table, f"UL-NCA {SWEEP_CONDITION}", "imoe", experiment,
                                      [*_ul_overrides(SWEEP_CONDITION), f"{key}={v}", s], smoke,
