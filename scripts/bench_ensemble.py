@@ -39,7 +39,8 @@ import os
 import time
 from pathlib import Path
 
-from slbjax.runners import imoe as runner
+from slbjax.configs.imoe import ImoeConfig, ImoeData
+from slbjax.data.imoe_inputs import training_batches
 from slbjax.train.imoe import fit_members
 
 
@@ -66,8 +67,8 @@ def main() -> None:
 
     import jax
 
-    cfg = runner.ImoeConfig(data=runner.ImoeData(dataset="UL", subset="NCA", condition="CY25-05_1"))
-    model, train_b, val_b = runner.training_batches(cfg, data_dir)
+    cfg = ImoeConfig(data=ImoeData(dataset="UL", subset="NCA", condition="CY25-05_1"))
+    model, train_b, val_b = training_batches(cfg, data_dir)
     print(f"device: {jax.devices()[0].device_kind} x {jax.device_count()} ({jax.default_backend()}), "
           f"{os.cpu_count()} cores; UL-NCA CY25-05_1, {train_b.size} training windows, "
           f"batch {args.batch_size}, {args.epochs} epochs per training")

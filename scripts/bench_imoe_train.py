@@ -51,10 +51,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from slbjax.configs.imoe import ImoeConfig, ImoeData
+from slbjax.data.imoe_inputs import training_batches
 from slbjax.evaluate import metrics
 from slbjax.models.imoe import IMOE, batched_apply
 from slbjax.paths import resolve_data_dir
-from slbjax.runners import imoe as runner
 from slbjax.train import imoe as trainlib
 from slbjax.train.imoe import Batch, LossWeights, init_params, loss_fn
 
@@ -133,8 +134,8 @@ def machine_matmul_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, floa
 
 
 def load_ul(data_dir: Path | None):
-    cfg = runner.ImoeConfig(data=runner.ImoeData(dataset="UL", subset="NCA", condition="CY25-05_1"))
-    model, train, val = runner.training_batches(cfg, data_dir)
+    cfg = ImoeConfig(data=ImoeData(dataset="UL", subset="NCA", condition="CY25-05_1"))
+    model, train, val = training_batches(cfg, data_dir)
     return cfg, model, train, val
 
 

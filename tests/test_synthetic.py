@@ -189,12 +189,13 @@ def test_two_thousand_cells():
 def test_train_fraction_keeps_a_fixed_subset_of_training_cells():
     import dataclasses
 
-    from slbjax.runners import imoe as runner
+    from slbjax.configs.imoe import ImoeConfig, ImoeData
+    from slbjax.data.imoe_inputs import load_cells
 
-    base = runner.ImoeConfig(data=runner.ImoeData(dataset="synthetic", synthetic_cells=40))
-    full = runner.load_cells(base, None)
+    base = ImoeConfig(data=ImoeData(dataset="synthetic", synthetic_cells=40))
+    full = load_cells(base, None)
     part_cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, train_fraction=0.4))
-    part = runner.load_cells(part_cfg, None)
+    part = load_cells(part_cfg, None)
     n = len(full.train)
     assert len(part.train) == round(0.4 * n)
     names = [c.name for c in part.train]
@@ -203,9 +204,9 @@ def test_train_fraction_keeps_a_fixed_subset_of_training_cells():
     assert [c.name for c in part.val] == [c.name for c in full.val]
     assert [c.name for c in part.test] == [c.name for c in full.test]
     reseeded = dataclasses.replace(part_cfg, train=dataclasses.replace(part_cfg.train, seed=7))
-    assert [c.name for c in runner.load_cells(reseeded, None).train] == names
+    assert [c.name for c in load_cells(reseeded, None).train] == names
     other = dataclasses.replace(part_cfg, data=dataclasses.replace(part_cfg.data, fraction_seed=1))
-    assert [c.name for c in runner.load_cells(other, None).train] != names
+    assert [c.name for c in load_cells(other, None).train] != names
     assert any("data access" in note for note in part.notes)
     bad = dataclasses.replace(base, data=dataclasses.replace(base.data, train_fraction=0.0))
     with pytest.raises(ConfigError, match="train_fraction"):

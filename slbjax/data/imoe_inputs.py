@@ -104,7 +104,7 @@ def prepare(cfg: ImoeConfig, wins: dict[str, Windows | None]) -> Prepared:
     """Fits the normalisers (and the output scaling) on ``wins["train"]`` and batches every role."""
     norm = Normaliser.fit(wins["train"].features)
     load_norm = fit_load_normaliser(wins["train"], cfg.model.load_scaling)
-    batches = {role: to_batch(w, norm, load_norm) for role, w in wins.items() if _has(w)}
+    batches = {role: to_batch(w, norm, load_norm) for role, w in wins.items() if has_windows(w)}
     tr = batches["train"]
     t_mean, t_std = (float(tr.target.mean()), float(tr.target.std())) if cfg.model.target_scaling else (0.0, 1.0)
     return Prepared(norm, load_norm, t_mean, t_std, batches)
@@ -123,5 +123,5 @@ def training_batches(cfg: ImoeConfig, data_dir: Path | None):
     return build_model(cfg, p.t_mean, p.t_std), p.batches["train"], p.batches["val"]
 
 
-def _has(w: Windows | None) -> bool:
+def has_windows(w: Windows | None) -> bool:
     return w is not None and len(w) > 0

@@ -18,8 +18,8 @@ import pandas as pd
 
 from slbjax import checkpoint
 from slbjax.config import to_dict
-from slbjax.configs.imoe import ImoeConfig, ImoeData, ImoeModel, ImoeTrain  # noqa: F401
-from slbjax.data.imoe_inputs import _has, load_cells, prepare, training_batches, windows_for  # noqa: F401
+from slbjax.configs.imoe import ImoeConfig
+from slbjax.data.imoe_inputs import has_windows, load_cells, prepare, windows_for
 from slbjax.data.windows import Windows
 from slbjax.errors import ConfigError, DataError
 from slbjax.evaluate import metrics
@@ -89,19 +89,19 @@ def train_and_evaluate_group(cfgs: list[ImoeConfig], data_dir: Path | None,
                 f"{role}: cells shorter than horizon+1 = {d.horizon + 1} cycles give no sample: "
                 f"{', '.join(w.too_short)}"
             )
-    if not _has(wins["train"]):
+    if not has_windows(wins["train"]):
         write_json(run_dirs[0] / "data_report.json", report)
         raise DataError(
             run_dirs[0] / "data_report.json",
             f"no training sample: every training cell is shorter than horizon+1 = {d.horizon + 1} "
             "cycles or missing; lower data.horizon",
         )
-    if not _has(wins["val"]):
+    if not has_windows(wins["val"]):
         report["notes"].append(
             "no validation sample: early stopping and best-checkpoint choice are impossible; "
             "the parameters after train.epochs epochs are kept"
         )
-    if not _has(wins["test"]):
+    if not has_windows(wins["test"]):
         report["notes"].append("no test sample: test metrics are not computed (null)")
     for note in report["notes"]:
         _log(f"[data] {note}")
