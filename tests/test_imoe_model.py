@@ -175,3 +175,24 @@ def test_members_with_different_learning_rates_and_loss_weights_match_separate_r
         alone = fit(model, train, val, seed=0, learning_rate=lr, weights=w, **kw)
         np.testing.assert_allclose(m.history["train_loss"], alone.history["train_loss"], rtol=1e-5)
     assert members[0].history["val_mse"] != members[1].history["val_mse"]
+
+
+def test_member_init_factorises_one_matrix_at_a_time():
+    """The LSTM's orthogonal init is a QR factorisation; vmapped over members it would be a
+    batched one, whose CPU kernel can wait forever inside XLA's thread pool on a 2-core
+    machine.  The core initialises members one after the other: every QR in the init
+    program factorises a single matrix."""
+    import re
+
+    from slbjax.train import loop
+    from slbjax.train.imoe import LossWeights, members, task
+
+    train, val = _batch(48, seed=0), _batch(16, seed=1)
+    model = _model(target_mean=float(train.target.mean()), target_std=float(train.target.std()))
+    t = task(model, train.size, 16, 1e-10)
+    m = members([0, 1, 2], 1e-3, [LossWeights()] * 3)
+    data = loop.Data(train, val)
+    text = loop._init_program(t).lower(data, m.init_keys, m.rngs, m.learning_rate, m.hparams).as_text()
+    qr_operands = re.findall(r"custom_call @lapack_sgeqrf_ffi\((%[\w#]+)\)[^\n]*: \(tensor<([0-9x]+)xf32>", text)
+    assert qr_operands, "expected the orthogonal init's QR in the init program"
+    assert all(shape.count("x") == 1 for _, shape in qr_operands), qr_operands

@@ -39,7 +39,6 @@ other members, the chunking or the grouping.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 import time
@@ -364,11 +363,22 @@ _INIT: dict = {}
 
 
 def _init_program(task: Task) -> Callable:
-    """The jitted, member-vmapped initial state of ``task`` (one per task)."""
+    """The jitted initial state of ``task``'s members (one program per task).
+
+    The members are initialised one after the other (``lax.map``), not
+    vmapped: a vmapped orthogonal initialiser (the LSTM's recurrent kernels)
+    becomes a batched QR factorisation, whose CPU kernel splits the batch over
+    XLA's intra-op thread pool from inside that pool and can wait forever on a
+    machine with few cores (seen with jaxlib 0.10.2 on 2 cores, N >= 2 members).
+    """
     if task not in _INIT:
         if len(_INIT) >= 16:
             _INIT.pop(next(iter(_INIT)))
-        _INIT[task] = jax.jit(jax.vmap(functools.partial(_init_state, task), in_axes=(None, 0, 0, 0, 0)))
+
+        def init(data, keys, rngs, lr, hparams):
+            return jax.lax.map(lambda a: _init_state(task, data, *a), (keys, rngs, lr, hparams))
+
+        _INIT[task] = jax.jit(init)
     return _INIT[task]
 
 
