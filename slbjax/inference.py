@@ -32,7 +32,8 @@ from slbjax.data.imoe_files import find_cell_files, load_cell_file
 from slbjax.data.pulse import FEATURES, NUM_FEATURES, PulseData
 from slbjax.data.pulse_cases import CasePlan, Member
 from slbjax.errors import ConfigError, DataError, RunDirError
-from slbjax.evaluate.intervals import ensemble_summary
+from slbjax.evaluate.conformal import ensemble_spread, scaled_interval
+from slbjax.evaluate.intervals import Z90
 from slbjax.models.apply import batched_apply
 from slbjax.models.cvae import PulseCVAE
 from slbjax.models.trajectory import build_model
@@ -81,6 +82,14 @@ class Run:
       feature_normaliser: standardisation fitted on the training cells.
       load_normaliser: standardisation of the future load (identity if unused).
       model: the flax module (target scaling included).
+      interval_scale: multiplier ``q`` of the ensemble's 90 % interval
+        ``mean +- q * member std``: the split-conformal ``q`` the run
+        calibrated on its validation cells and stored in the checkpoint
+        (``interval90`` in its metadata).  Runs saved before that calibration
+        existed, and runs without validation windows, store none or the
+        nominal one: they get ``1.645`` (normal quantile, uncalibrated; on
+        UL-NCA CY25-05_1 it covered about half of the test points).
+      interval_calibrated: whether ``interval_scale`` is a calibrated one.
     """
 
     path: Path
@@ -91,6 +100,8 @@ class Run:
     feature_normaliser: Normaliser
     load_normaliser: Normaliser
     model: Any
+    interval_scale: float = Z90
+    interval_calibrated: bool = False
 
     def __post_init__(self):
         self._fn = jax.jit(jax.vmap(lambda p, q, f, u: batched_apply(self.model, p, q, f, u)[0],
@@ -100,8 +111,9 @@ class Run:
         """Trajectory from every valid cycle of each cell.
 
         Columns ``PREDICT_COLUMNS``; for an ensemble the prediction is the
-        members' mean and ``lower90_ah`` / ``upper90_ah`` give its nominal 90 %
-        interval (see :func:`slbjax.evaluate.intervals.ensemble_summary`).
+        members' mean and ``lower90_ah`` / ``upper90_ah`` give its 90 %
+        interval ``mean +- interval_scale * member std`` (ddof 1), calibrated
+        when the run stored a conformal scale (see :attr:`interval_scale`).
         """
         horizon, soc = self.config.data.horizon, self.config.data.soc_start
         nfeat = self.feature_normaliser.mean.shape[0]
@@ -124,18 +136,19 @@ class Run:
                 y = self._fn(self.params, x["qv"][s:s + 4096].astype(np.float32),
                              feats[s:s + 4096], load[s:s + 4096])
                 members.append(np.asarray(y, dtype=np.float64))
-            ens = ensemble_summary(np.concatenate(members, 1))
-            n = ens["mean"].shape[0]
+            mean, std = ensemble_spread(np.concatenate(members, 1))
+            n = mean.shape[0]
             frame = pd.DataFrame({
                 "cell": cell.name,
                 "start_cycle": np.repeat(x["start_cycle"], horizon),
                 "step": np.tile(np.arange(horizon), n),
-                "predicted_capacity_ah": ens["mean"].reshape(-1),
+                "predicted_capacity_ah": mean.reshape(-1),
                 "true_capacity_ah": x["truth"].reshape(-1),
             })
             if self.ensemble_size > 1:
-                frame["lower90_ah"] = ens["lower"].reshape(-1)
-                frame["upper90_ah"] = ens["upper"].reshape(-1)
+                lower, upper = scaled_interval(mean, std, self.interval_scale)
+                frame["lower90_ah"] = lower.reshape(-1)
+                frame["upper90_ah"] = upper.reshape(-1)
             frames.append(frame)
         if not frames:
             return pd.DataFrame(columns=PREDICT_COLUMNS)
@@ -150,6 +163,11 @@ class Run:
 def load_run(path: str | os.PathLike) -> Run:
     """Reloads config, parameters and normalisers of an iMOE run folder.
 
+    An ensemble's interval multiplier is the checkpoint's ``interval90.scale``
+    (split-conformal on the run's validation cells); a run saved before
+    intervals were calibrated has none and falls back to the nominal,
+    uncalibrated 1.645 (said once on stderr).
+
     Raises:
       RunDirError: the folder does not hold a finished iMOE run.
     """
@@ -160,11 +178,19 @@ def load_run(path: str | os.PathLike) -> Run:
     params, meta = checkpoint.load(path)
     cfg = from_dict(ImoeConfig, cfg_dict)
     model = build_model(cfg, float(meta["target_mean"]), float(meta["target_std"]))
+    interval = meta.get("interval90") or {}  # absent in runs saved before calibration
+    calibrated = bool(interval.get("calibrated", False)) and "scale" in interval
+    ensemble_size = int(meta.get("ensemble_size", 1))
+    if ensemble_size > 1 and not calibrated:
+        print(f"[predict] {path}: no calibrated interval scale stored; lower90_ah/upper90_ah use the "
+              "nominal mean +- 1.645 x member std, which under-covers (see docs/intervals.md)",
+              file=sys.stderr, flush=True)
     return Run(
         path=path, experiment=experiment, config=cfg, params=params,
-        ensemble_size=int(meta.get("ensemble_size", 1)),
+        ensemble_size=ensemble_size,
         feature_normaliser=Normaliser.from_dict(meta["feature_normaliser"]),
         load_normaliser=Normaliser.from_dict(meta["load_normaliser"]), model=model,
+        interval_scale=float(interval.get("scale", Z90)), interval_calibrated=calibrated,
     )
 
 

@@ -162,8 +162,14 @@ def test_ensemble_run_reports_intervals_and_reloads_all_members(tmp_path):
     table = run.predict_cells(test)
     merged = saved.merge(table, on=["cell", "start_cycle", "step"], suffixes=("_run", "_reload"))
     assert len(merged) == len(saved)
-    for col in ("predicted_capacity_ah", "lower90_ah", "upper90_ah"):
-        np.testing.assert_allclose(merged[f"{col}_run"], merged[f"{col}_reload"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(merged.predicted_capacity_ah_run, merged.predicted_capacity_ah_reload,
+                               rtol=1e-5, atol=1e-6)
+    # the interval is mean +- q * member std with the run's calibrated q: the reload must use
+    # that q and the same member spread (held to the mean's precision, before scaling by q)
+    assert m["conformal_scale_90"] == pytest.approx(run.interval_scale)
+    for s in ("run", "reload"):
+        merged[f"half_{s}"] = (merged[f"upper90_ah_{s}"] - merged[f"lower90_ah_{s}"]) / (2 * run.interval_scale)
+    np.testing.assert_allclose(merged.half_run, merged.half_reload, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("arch", ["patchtst", "informer"])

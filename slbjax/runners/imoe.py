@@ -4,6 +4,11 @@ Writes into the run folder (besides ``config.json`` / ``metrics.json`` written
 by the CLI): ``per_cell_metrics.csv``, ``predictions.csv`` (test cells),
 ``history.csv`` (per-epoch losses), ``data_report.json`` (windows per cell,
 too-short cells, what the data can and cannot evaluate) and the checkpoint.
+
+Ensembles (``train.ensemble_size`` > 1) get a 90 % interval ``mean +- q *
+std`` over members whose multiplier ``q`` is calibrated by split conformal
+prediction on the validation cells (:func:`calibrate_interval`,
+docs/intervals.md); the nominal ``q = 1.645`` is reported beside it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,12 @@ from slbjax.data.imoe_inputs import has_windows, load_cells, prepare, windows_fo
 from slbjax.data.windows import Windows
 from slbjax.errors import ConfigError, DataError
 from slbjax.evaluate import metrics
-from slbjax.evaluate.intervals import ensemble_summary
+from slbjax.evaluate.conformal import (
+    ensemble_spread,
+    min_calibration_size,
+    scaled_interval,
+)
+from slbjax.evaluate.intervals import INTERVAL_LEVEL, Z90, calibrate_interval
 from slbjax.models.trajectory import build_model
 from slbjax.rundir import write_json
 from slbjax.train.imoe import (
@@ -148,6 +158,7 @@ def _evaluate_and_write(cfg, run_dir, model, batches, wins, results, report, nor
                         t_mean, t_std) -> dict[str, float]:
     """Evaluates one config's members and writes its run folder; returns its metrics."""
     params = stack_members([r.params for r in results])
+    report = {**report, "notes": list(report["notes"])}  # this run's copy (a group shares one)
     out: dict[str, float] = {
         "train_seconds": results[0].seconds,
         "seconds_per_epoch": results[0].seconds_per_epoch,
@@ -156,40 +167,72 @@ def _evaluate_and_write(cfg, run_dir, model, batches, wins, results, report, nor
         "best_val_mse": results[0].best_val if "val" in batches else float("nan"),
         "ensemble_size": len(results),
     }
+    ensemble = len(results) > 1
+    preds = {role: predict_members(model, params, batches[role]) for role in ("train", "val", "test")
+             if role in batches}  # [N, M, L], [N, M, E]
+    cal = calibrate_interval(preds["val"][0] if "val" in preds else None, wins["val"]) if ensemble else None
+    if cal is not None:
+        out["conformal_scale_90"] = cal.pooled
+        out["conformal_scale_90_cell"] = cal.cell
+        out["conformal_val_cells"] = cal.cells
+        out["conformal_val_points"] = cal.points
+        report["intervals"] = {**cal.meta(), "nominal_scale": Z90, "cell_level_scale": cal.cell,
+                               "note": cal.note}
+        if np.isinf(cal.cell):
+            report["intervals"]["cell_level_note"] = (
+                f"infinite (null): {cal.cells} validation cells, the cell-level rank needs at least "
+                f"{min_calibration_size(INTERVAL_LEVEL)}")
+        if cal.note:
+            report["notes"].append(cal.note)
+            _log(f"[eval] {cal.note}")
+        else:
+            _log(f"[eval] 90 % interval: conformal q = {cal.pooled:.3f} on {cal.points} points of "
+                 f"{cal.cells} validation cells (nominal 1.645; cell-level q = {cal.cell:.3f})")
     per_cell_rows = []
     for role in ("train", "val", "test"):
         if role not in batches:
             out.update({f"{role}_mape_pct": float("nan"), f"{role}_rmse_ah": float("nan"),
                         f"{role}_r2": float("nan"), f"{role}_windows": 0})
             continue
-        member_pred, gates = predict_members(model, params, batches[role])  # [N, M, L], [N, M, E]
+        member_pred, gates = preds[role]
         w = wins[role]
-        ens = ensemble_summary(member_pred)
-        m = metrics.trajectory_metrics(ens["mean"], w.target)
+        mean, std = ensemble_spread(member_pred)
+        lower, upper = scaled_interval(mean, std, cal.scale if cal else Z90)
+        ens = {"mean": mean, "lower": lower, "upper": upper}
+        m = metrics.trajectory_metrics(mean, w.target)
         out.update({f"{role}_mape_pct": m["mape_pct"], f"{role}_rmse_ah": m["rmse_ah"],
                     f"{role}_r2": m["r2"], f"{role}_windows": len(w)})
-        if len(results) > 1:
+        if ensemble:
+            nom_lower, nom_upper = scaled_interval(mean, std, Z90)
             member_mapes = [metrics.mape_pct(p, w.target) for p in member_pred]
             out.update({f"member{i}_{role}_mape_pct": v for i, v in enumerate(member_mapes)})
             out[f"member_mean_{role}_mape_pct"] = float(np.mean(member_mapes))
             out[f"ensemble_{role}_mape_pct"] = m["mape_pct"]
-            out[f"{role}_picp90"] = metrics.coverage(ens["lower"], ens["upper"], w.target)
-            out[f"{role}_interval_width90_ah"] = float(np.mean(ens["upper"] - ens["lower"]))
+            out[f"{role}_picp90"] = metrics.coverage(lower, upper, w.target)
+            out[f"{role}_interval_width90_ah"] = float(np.mean(upper - lower))
+            out[f"{role}_picp90_uncalibrated"] = metrics.coverage(nom_lower, nom_upper, w.target)
+            out[f"{role}_interval_width90_uncalibrated_ah"] = float(np.mean(nom_upper - nom_lower))
         for ci, name in enumerate(w.cell_names):
             sel = w.cell_index == ci
             if sel.any():
-                mc = metrics.trajectory_metrics(ens["mean"][sel], w.target[sel])
-                per_cell_rows.append({"role": role, "cell": name, "windows": int(sel.sum()), **mc})
+                mc = metrics.trajectory_metrics(mean[sel], w.target[sel])
+                row = {"role": role, "cell": name, "windows": int(sel.sum()), **mc}
+                if ensemble:
+                    row["picp90"] = metrics.coverage(lower[sel], upper[sel], w.target[sel])
+                    row["picp90_uncalibrated"] = metrics.coverage(nom_lower[sel], nom_upper[sel], w.target[sel])
+                per_cell_rows.append(row)
         if role == "test":
             prediction_table(w, ens).to_csv(run_dir / "predictions.csv", index=False)
             g = gates.mean(0)
             pd.DataFrame(g, columns=[f"w{e}" for e in range(g.shape[1])]).assign(
                 cell=[w.cell_names[i] for i in w.cell_index], start_cycle=w.start_cycle
             ).to_csv(run_dir / "router_weights.csv", index=False)
-    if len(results) > 1 and "test" in batches:
+    if ensemble and "test" in batches:
         out["ensemble_test_mape_pct"] = out["test_mape_pct"]
         out["picp90"] = out["test_picp90"]
         out["interval_width90_ah"] = out["test_interval_width90_ah"]
+        out["picp90_uncalibrated"] = out["test_picp90_uncalibrated"]
+        out["interval_width90_uncalibrated_ah"] = out["test_interval_width90_uncalibrated_ah"]
     pd.DataFrame(per_cell_rows).to_csv(run_dir / "per_cell_metrics.csv", index=False)
     hist = pd.concat([
         pd.DataFrame({"member": i, "epoch": np.arange(1, len(r.history["val_mse"]) + 1), **r.history})
@@ -197,21 +240,25 @@ def _evaluate_and_write(cfg, run_dir, model, batches, wins, results, report, nor
     ])
     hist.to_csv(run_dir / "history.csv", index=False)
     write_json(run_dir / "data_report.json", report)
-    checkpoint.save(
-        run_dir, results[0].best_epoch, params,
-        {
-            "family": "imoe",
-            "config": to_dict(cfg),
-            "ensemble_size": len(results),
-            "feature_normaliser": norm.to_dict(),
-            "load_normaliser": load_norm.to_dict(),
-            "target_mean": t_mean,
-            "target_std": t_std,
-            "num_features": int(batches["train"].features.shape[1]),
-        },
-    )
+    meta = {
+        "family": "imoe",
+        "config": to_dict(cfg),
+        "ensemble_size": len(results),
+        "feature_normaliser": norm.to_dict(),
+        "load_normaliser": load_norm.to_dict(),
+        "target_mean": t_mean,
+        "target_std": t_std,
+        "num_features": int(batches["train"].features.shape[1]),
+    }
+    if cal is not None:
+        meta["interval90"] = cal.meta()
+    checkpoint.save(run_dir, results[0].best_epoch, params, meta)
     _log(f"[eval] test MAPE {out['test_mape_pct']:.3f} %  RMSE {out['test_rmse_ah']:.4f} Ah  "
          f"R2 {out['test_r2']:.4f}  ({results[0].seconds:.1f} s training)")
+    if ensemble and "test" in batches:
+        _log(f"[eval] test PICP90 {out['picp90']:.3f} (width {out['interval_width90_ah']:.4f} Ah); "
+             f"uncalibrated {out['picp90_uncalibrated']:.3f} (width "
+             f"{out['interval_width90_uncalibrated_ah']:.4f} Ah)")
     return out
 
 
