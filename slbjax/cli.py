@@ -6,6 +6,7 @@
   slbjax report SUITE [--smoke] [--data-dir DIR] [--workdir DIR]
   slbjax predict --run DIR --input PATH [-o OUT.csv] [--overwrite]
   slbjax generate --run DIR --soc 0.30 --soh 0.85 [-n 1000] -o OUT.csv
+  slbjax triage --run DIR --input PATH [--groups K | --group-size N] [--apps FILE] -o OUT
 
 Errors a user can fix are printed as one ``error: ...`` line (exit status 2).
 """
@@ -140,6 +141,18 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_triage(args) -> int:
+    from slbjax.decide import triage
+
+    summary = triage.run(Path(args.run), Path(args.input), Path(args.output),
+                         num_groups=args.groups, group_size=args.group_size,
+                         apps_path=Path(args.apps) if args.apps else None,
+                         cell_voltage_v=args.cell_voltage, overwrite=args.overwrite)
+    print(f"{summary['num_cells']} cells in {summary['num_groups']} groups; wrote {args.output}",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slbjax", description="Second-life battery research in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -186,6 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", "--output", help="output CSV (default: standard output)")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     pr.set_defaults(fn=cmd_predict)
+
+    t = sub.add_parser("triage", help="group retired cells and assign uses with a finished life-lsd run")
+    t.add_argument("--run", required=True, help="life-lsd run folder")
+    t.add_argument("--input", required=True, help="a cell file or a folder of them (first cycles suffice)")
+    how = t.add_mutually_exclusive_group()
+    how.add_argument("--groups", type=int, help="number of groups (default: cells // 10)")
+    how.add_argument("--group-size", type=int, help="cells per group instead of a number of groups")
+    t.add_argument("--apps", help="application catalogue TOML (default: the bundled one)")
+    t.add_argument("--cell-voltage", type=float, default=3.6,
+                   help="nominal cell voltage for group energies, V (default 3.6)")
+    t.add_argument("-o", "--output", required=True, help="output folder (never overwritten unless --overwrite)")
+    t.add_argument("--overwrite", action="store_true", help="replace an earlier triage output")
+    t.set_defaults(fn=cmd_triage)
 
     g = sub.add_parser("generate", help="generate pulse features with a finished CVAE run")
     g.add_argument("--run", required=True, help="run folder")

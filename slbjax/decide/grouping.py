@@ -233,3 +233,50 @@ def oracle_groups(lives: np.ndarray, num_groups: int) -> np.ndarray:
 def group_sizes(groups: np.ndarray) -> np.ndarray:
     """[G] sizes of the non-empty groups, in label order."""
     return np.unique(np.asarray(groups), return_counts=True)[1]
+
+
+def best_partition(score: np.ndarray, num_groups: int, min_size: int) -> np.ndarray:
+    """[N] labels maximising the available lifetime if ``score`` were the true lives.
+
+    A group lives as long as its shortest-lived cell, so an optimal partition
+    is a set of consecutive runs of the cells sorted by score; dynamic
+    programming over the run boundaries finds the ``num_groups`` runs of at
+    least ``min_size`` cells with the largest sum of (size x smallest score).
+    Labels are 0 .. num_groups - 1 from the shortest-lived run up.
+    """
+    n = len(score)
+    if num_groups * min_size > n:
+        raise ValueError(f"{num_groups} groups of at least {min_size} need {num_groups * min_size} "
+                         f"cells, got {n}")
+    order = np.argsort(score, kind="stable")
+    s = np.asarray(score, np.float64)[order]
+    best = np.full((num_groups + 1, n + 1), -np.inf)
+    best[0, 0] = 0.0
+    start = np.zeros((num_groups + 1, n + 1), np.int64)
+    for k in range(1, num_groups + 1):
+        for i in range(k * min_size, n + 1):
+            j = np.arange(0, i - min_size + 1)  # the run is sorted cells j .. i - 1
+            value = best[k - 1, j] + (i - j) * s[j]
+            start[k, i] = j[int(np.argmax(value))]
+            best[k, i] = value.max()
+    labels = np.empty(n, np.int64)
+    i = n
+    for k in range(num_groups, 0, -1):
+        labels[order[start[k, i]:i]] = k - 1
+        i = start[k, i]
+    return labels
+
+
+def group_by_life(predicted_life: np.ndarray, num_groups: int, group_size: int,
+                  min_size: int = 2) -> np.ndarray:
+    """[N] labels from predicted lives: runs of ``group_size`` cells of the predicted-life
+    order (the last run keeps the rest) when it is > 0, else the ``num_groups`` groups of
+    at least ``min_size`` cells that :func:`best_partition` finds for the predictions."""
+    if group_size > 0:
+        num_groups = max(1, len(predicted_life) // group_size)
+        order = np.argsort(predicted_life, kind="stable")
+        labels = np.minimum(np.arange(len(order)) // group_size, num_groups - 1)
+        out = np.empty(len(order), np.int64)
+        out[order] = labels
+        return out
+    return best_partition(predicted_life, num_groups, min(min_size, len(predicted_life) // num_groups))

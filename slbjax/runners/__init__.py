@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-FAMILIES = ("imoe", "cvae", "sort", "history")
+FAMILIES = ("imoe", "cvae", "sort", "history", "life")
 
 
 def for_family(family: str) -> ModuleType:

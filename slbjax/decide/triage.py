@@ -1,0 +1,248 @@
+"""``slbjax triage``: field measurements of retired cells in, groups and uses out.
+
+For every cell file under the input path (a file may hold only the first few
+cycles of a record), a finished ``life-lsd`` run predicts the remaining life
+with its calibrated 90 % interval from the first ``data.measured_cycles``
+cycles; the cells are sorted by predicted life and cut into groups; each group
+is assigned to a second-life application or to recycling
+(:mod:`slbjax.decide.allocate`) on its life at the lower 90 % bound.  Writes
+``cells.csv``, ``groups.csv``, ``report.md`` with figures, and ``triage.json``
+(what was run on what).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from slbjax.data.imoe_files import find_cell_files, load_cell_file
+from slbjax.decide import allocate, grouping
+from slbjax.decide.life_run import CellPrediction, load_life_run, prediction_table
+from slbjax.errors import ConfigError, RunDirError
+from slbjax.rundir import write_json
+
+MARKER = "triage.json"
+CELL_COLUMNS = ("cell", "measured_cycle", "capacity_ah", "soh", "predicted_life_cycles",
+                "life_lower90", "life_upper90", "group", "application")
+
+
+def _log(msg: str) -> None:
+    print(f"[triage] {msg}", file=sys.stderr, flush=True)
+
+
+def prepare_output(out: Path, overwrite: bool) -> Path:
+    """Creates ``out``; a non-empty folder is refused, unless ``overwrite`` and it is an
+    earlier triage output (holds ``triage.json``), whose files are then replaced."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"output {out} is a file, expected a folder")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RunDirError(f"output folder {out} is not empty; choose another -o or pass "
+                              "--overwrite to replace an earlier triage output")
+        if not (out / MARKER).exists():
+            raise RunDirError(f"refusing to overwrite {out}: it is not a triage output "
+                              f"(no {MARKER}); remove it yourself if you mean it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def group_cells(predicted: np.ndarray, num_groups: int | None, group_size: int | None) -> np.ndarray:
+    """[N] group labels 0.. by predicted life (see :func:`slbjax.decide.grouping.group_by_life`)."""
+    n = len(predicted)
+    if group_size is not None:
+        if not 1 <= group_size <= n:
+            raise ConfigError(f"--group-size {group_size} must lie in 1..{n} (the cells read)")
+        return grouping.group_by_life(predicted, 0, group_size)
+    k = num_groups if num_groups is not None else max(1, n // 10)
+    if not 1 <= k <= n:
+        raise ConfigError(f"--groups {k} must lie in 1..{n} (the cells read)")
+    return grouping.group_by_life(predicted, k, 0)
+
+
+def group_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per group: size, the group's life (its shortest-lived cell) with interval, capacities."""
+    rows = []
+    for g, part in cells.groupby("group", sort=True):
+        rows.append({
+            "group": int(g), "size": len(part),
+            "predicted_life_cycles": float(part.predicted_life_cycles.min()),
+            "life_lower90": float(part.life_lower90.min()),
+            "life_upper90": float(part.life_upper90.min()),
+            "capacity_min_ah": float(part.capacity_ah.min()),
+            "capacity_spread_ah": float(part.capacity_ah.max() - part.capacity_ah.min()),
+            "soh_min": float(part.soh.min()),
+        })
+    return pd.DataFrame(rows)
+
+
+def lower_life_matrix(cells: pd.DataFrame, preds: list[CellPrediction], apps, nominal_ah: float,
+                      end_soh: float) -> np.ndarray:
+    """[G, A] cycles each group lasts, at the lower band, until each application's end-of-life
+    SOH: the weakest cell of the group; an end-of-life SOH below the model's own end
+    (``end_soh``) counts the life to ``end_soh`` (the trajectory is not predicted beyond)."""
+    groups = sorted(cells.group.unique())
+    out = np.zeros((len(groups), len(apps)))
+    for gi, g in enumerate(groups):
+        members = np.flatnonzero(cells.group.to_numpy() == g)
+        for a, app in enumerate(apps):
+            soh = max(app.end_of_life_soh, end_soh)
+            out[gi, a] = min(allocate.life_to_threshold(preds[i].lower_ah, nominal_ah, soh)
+                             for i in members)
+    return out
+
+
+def run(run_path: Path, input_path: Path, out: Path, *, num_groups: int | None = None,
+        group_size: int | None = None, apps_path: Path | None = None,
+        cell_voltage_v: float = 3.6, overwrite: bool = False) -> dict:
+    """The whole triage (see the module doc); returns a summary (also in ``triage.json``)."""
+    life_run = load_life_run(run_path)
+    apps = allocate.load_catalogue(apps_path)
+    files = find_cell_files(input_path)
+    out = prepare_output(Path(out), overwrite)
+    d = life_run.config.data
+    cells = []
+    for i, f in enumerate(files, 1):
+        cells.append(load_cell_file(f))
+        if i % 10 == 0 or i == len(files):
+            _log(f"read {i}/{len(files)} cell files")
+    preds = life_run.predict(cells)
+    _log(f"predicted {len(preds)} cells from their first {d.measured_cycles} cycles")
+    table = prediction_table(preds, d.nominal_ah)
+    table["group"] = group_cells(table.predicted_life_cycles.to_numpy(), num_groups, group_size) + 1
+    groups = group_table(table)
+    life = lower_life_matrix(table, preds, apps, d.nominal_ah, d.end_soh)
+    energy = allocate.usable_energy_kwh(groups["size"].to_numpy(), groups.capacity_min_ah.to_numpy(),
+                                        cell_voltage_v)
+    result = allocate.allocate(apps, groups.soh_min.to_numpy(), energy, life,
+                               groups=groups.group.tolist())
+    groups = groups.merge(result.table, on="group")
+    table = table.merge(groups[["group", "application"]], on="group")
+    table.loc[:, [*CELL_COLUMNS, "true_life_cycles"]].to_csv(out / "cells.csv", index=False)
+    groups.to_csv(out / "groups.csv", index=False)
+    figures = [draw_group_trajectories(table, preds, out, life_run.config.end_ah),
+               draw_parity(table, out), draw_assignment(groups, out)]
+    summary = {"run": str(Path(run_path).resolve()), "input": str(Path(input_path).resolve()),
+               "catalogue": str(apps_path or allocate.bundled_catalogue()),
+               "num_cells": len(table), "num_groups": len(groups),
+               "measured_cycles": d.measured_cycles, "cell_voltage_v": cell_voltage_v,
+               "served_value": result.served_value}
+    known = table.dropna(subset=["true_life_cycles"])
+    if len(known):
+        inside = (known.true_life_cycles >= known.life_lower90) & (known.true_life_cycles <= known.life_upper90)
+        summary.update({"cells_with_truth": len(known), "life_picp90": float(inside.mean()),
+                        "life_mape_pct": float((abs(known.predicted_life_cycles - known.true_life_cycles)
+                                                / known.true_life_cycles).mean() * 100)})
+    write_json(out / MARKER, summary)
+    (out / "report.md").write_text(report_text(summary, groups, [f for f in figures if f]))
+    _log(f"wrote {out}/cells.csv, groups.csv, report.md")
+    return summary
+
+
+def report_text(summary: dict, groups: pd.DataFrame, figures: list[str]) -> str:
+    """``report.md``: what was read, the groups and their uses, the figures."""
+    lines = [
+        "# Triage of retired cells", "",
+        f"- run: `{summary['run']}`", f"- input: `{summary['input']}` ({summary['num_cells']} cells, "
+        f"first {summary['measured_cycles']} cycles of each used)",
+        f"- application catalogue: `{summary['catalogue']}`",
+        f"- groups: {summary['num_groups']}; a group lives as long as its shortest-lived cell; "
+        "applications are chosen on the life at the lower 90 % bound",
+    ]
+    if "cells_with_truth" in summary:
+        lines.append(f"- files holding their own later life: {summary['cells_with_truth']}; "
+                     f"life MAPE {summary['life_mape_pct']:.1f} %, 90 % interval coverage "
+                     f"{100 * summary['life_picp90']:.0f} %")
+    lines += ["", "| group | size | life (cycles) | lower 90 % | upper 90 % | capacity spread (Ah) | "
+              "application |", "|---:|---:|---:|---:|---:|---:|---|"]
+    for r in groups.itertuples():
+        lines.append(f"| {r.group} | {r.size} | {r.predicted_life_cycles:.0f} | {r.life_lower90:.0f} | "
+                     f"{r.life_upper90:.0f} | {r.capacity_spread_ah:.4f} | {r.application} |")
+    lines += ["", *(f"![{f}]({f})" for f in figures), ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ report
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def draw_group_trajectories(cells: pd.DataFrame, preds: list[CellPrediction], out: Path,
+                            end_ah: float) -> str:
+    """One panel per group: each cell's predicted trajectory with its 90 % band (and the
+    file's own later capacities, where it holds them)."""
+    plt = _plt()
+    groups = sorted(cells.group.unique())
+    cols = min(4, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False,
+                             sharey=True)
+    for ax, g in zip(axes.ravel(), groups, strict=False):
+        for i in np.flatnonzero(cells.group.to_numpy() == g):
+            p = preds[i]
+            x = p.measured_cycle + np.arange(1, len(p.trajectory) + 1)
+            line, = ax.plot(x, p.trajectory, lw=1)
+            ax.fill_between(x, p.lower_ah, p.upper_ah, color=line.get_color(), alpha=0.15, lw=0)
+            if p.truth.size:
+                ax.plot(p.measured_cycle + np.arange(1, p.truth.size + 1), p.truth, ":",
+                        color=line.get_color(), lw=0.8)
+        ax.axhline(end_ah, color="k", lw=0.6, ls="--")
+        ax.set_title(f"group {g}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(groups):]:
+        ax.axis("off")
+    fig.supxlabel("cycle", fontsize=8)
+    fig.supylabel("capacity (Ah)", fontsize=8)
+    fig.suptitle("predicted trajectories, 90 % bands (dotted: measured later)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "trajectories_by_group.png", dpi=110)
+    plt.close(fig)
+    return "trajectories_by_group.png"
+
+
+def draw_parity(cells: pd.DataFrame, out: Path) -> str | None:
+    """Predicted vs true remaining life with intervals, for files that hold the truth."""
+    known = cells.dropna(subset=["true_life_cycles"])
+    if known.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    yerr = np.stack([known.predicted_life_cycles - known.life_lower90,
+                     known.life_upper90 - known.predicted_life_cycles])
+    ax.errorbar(known.true_life_cycles, known.predicted_life_cycles, yerr=yerr, fmt="o", ms=3,
+                elinewidth=0.6, capsize=0)
+    hi = float(max(known.true_life_cycles.max(), known.life_upper90.max()))
+    ax.plot([0, hi], [0, hi], "k--", lw=0.8)
+    ax.set_xlabel("true remaining life (cycles)")
+    ax.set_ylabel("predicted (90 % interval)")
+    ax.set_title(f"life parity, {len(known)} cells", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "life_parity.png", dpi=110)
+    plt.close(fig)
+    return "life_parity.png"
+
+
+def draw_assignment(groups: pd.DataFrame, out: Path) -> str:
+    """Bar per group: predicted life at the lower bound, coloured by its application."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(groups)), 3.2))
+    apps = list(dict.fromkeys(groups.application))
+    colors = {a: plt.cm.tab10(i % 10) for i, a in enumerate(apps)}
+    ax.bar(groups.group.astype(str), groups.life_lower90,
+           color=[colors[a] for a in groups.application])
+    for a in apps:
+        ax.bar([], [], color=colors[a], label=a)
+    ax.set_xlabel("group")
+    ax.set_ylabel("life at lower 90 % bound (cycles)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "assignment.png", dpi=110)
+    plt.close(fig)
+    return "assignment.png"

@@ -1,0 +1,317 @@
+"""Runner of second-life life prediction (``life-lsd``) and the grouping built on it.
+
+1. Reads every cell file of ``data.subdir`` (any subset of the LSD files).
+2. Builds arrival samples (:mod:`slbjax.data.life`): training arrivals every
+   ``start_stride`` cycles of each record; evaluation arrival at the record's
+   start (the first ``measured_cycles`` rows, what a tester records).
+3. Splits the cells into ``train.folds`` folds; trains, in one program, the
+   members of every fold (on the other folds' cells) and of the final model
+   (on all cells), ``ensemble_size`` seeds each, each member early-stopped on
+   its own share of its training cells (:mod:`slbjax.train.life`).
+4. Out-of-fold scores: life MAPE, Spearman, PICP90 and interval width, before
+   and after the cross-fold conformal step (:mod:`slbjax.evaluate.life`), the
+   trajectory's coverage and MAPE; the same for ridge and random-forest
+   baselines on the same folds, features and training arrivals.
+5. With ``data.sorting_subdir`` present: every cell is predicted out of fold
+   from its deep-sorting feature cycle, the cells are sorted by predicted life
+   and cut into groups, and the partition is scored with the sorting metrics
+   next to the published method, its baselines and the oracle (``grouping.csv``).
+6. Writes ``cells.csv``, ``trajectories.csv``, ``history.csv``, the final
+   members' checkpoint (with the conformal multiplier), and returns the metrics.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+
+from slbjax import checkpoint
+from slbjax.config import to_dict
+from slbjax.configs.life import LifeConfig
+from slbjax.configs.sort import SortConfig, SortMethod
+from slbjax.data import life as life_data
+from slbjax.data.cells import Cell
+from slbjax.data.imoe_files import find_cell_files, load_cell_file
+from slbjax.data.sorting import TRAJECTORIES_FILE, load_sorting
+from slbjax.decide import grouping
+from slbjax.errors import ConfigError, DataError
+from slbjax.evaluate import life as life_eval
+from slbjax.evaluate import metrics as metric_fns
+from slbjax.evaluate.conformal import conformal_quantile, normalised_scores
+from slbjax.models.life import LifeMLP
+from slbjax.paths import require_data_dir
+from slbjax.train import life as life_train
+
+CONFIG_CLASS = LifeConfig
+BASELINES = ("ridge", "forest")
+
+
+def _log(msg: str) -> None:
+    print(f"[life] {msg}", file=sys.stderr, flush=True)
+
+
+def load_cells(folder: Path) -> list[Cell]:
+    """Every cell file under ``folder``, in natural order."""
+    files = find_cell_files(folder)
+    _log(f"reading {len(files)} cell file(s) from {folder}")
+    return [load_cell_file(f) for f in files]
+
+
+def assign_folds(num_cells: int, folds: int, seed: int) -> np.ndarray:
+    """[N] fold of each cell: a seeded permutation cut into ``folds`` near-equal parts."""
+    order = np.random.default_rng(seed).permutation(num_cells)
+    fold = np.empty(num_cells, np.int64)
+    for f, part in enumerate(np.array_split(order, folds)):
+        fold[part] = f
+    return fold
+
+
+def member_specs(fold: np.ndarray, cfg: LifeConfig) -> list[life_train.MemberSpec]:
+    """Members fold 0 .. k-1 (trained without that fold), then the final model (all cells);
+    ``ensemble_size`` each, member e of a fold holding out its own random validation cells."""
+    t = cfg.train
+    specs = []
+    for f in range(t.folds + 1):
+        cells = np.flatnonzero(fold != f)  # f == folds: every cell
+        for e in range(t.ensemble_size):
+            rng = np.random.default_rng([t.seed, f, e])
+            n_val = max(1, round(t.val_share * len(cells)))
+            val = rng.choice(cells, n_val, replace=False)
+            specs.append(life_train.MemberSpec(np.setdiff1d(cells, val), np.sort(val),
+                                               t.seed * 1000 + f * 100 + e))
+    return specs
+
+
+def _sorting_starts(cells: list[Cell], folder: Path) -> tuple[np.ndarray, object] | None:
+    """Arrival row of each cell at its deep-sorting feature cycle, and the sorting data;
+    None when the folder does not hold the sorting files."""
+    if not (folder / TRAJECTORIES_FILE).exists():
+        return None
+    data = load_sorting(folder)
+    by_number = {int(c): i for i, c in enumerate(data.cells)}
+    starts = []
+    for cell in cells:
+        number = int(cell.name.removeprefix("LSD-")) if cell.name.startswith("LSD-") else -1
+        if number not in by_number:
+            raise DataError(cell.source, f"cell has no row in {folder / TRAJECTORIES_FILE}; the "
+                            "grouping needs the same cells in both folders")
+        c0 = int(cell.cycle[-1]) - int(data.lives[by_number[number]]) + 1  # data README section 4
+        starts.append(int(np.searchsorted(cell.cycle, c0)))
+    if len(cells) != len(data.cells):
+        raise DataError(folder, f"holds {len(data.cells)} cells but the LSD folder {len(cells)}; "
+                        "the grouping compares all cells of both")
+    order = [by_number[int(c.name.removeprefix("LSD-"))] for c in cells]
+    return np.asarray(starts), (data, np.asarray(order))
+
+
+def _predict(model, params, hp, arrivals: life_data.Arrivals, rows: np.ndarray):
+    """([members, rows] log remaining life, [members, rows, K] log first-passage times)."""
+    log_life, shares = life_train.predict_members(model, params, hp, arrivals.x)
+    log_times = log_life[..., None] + np.log(np.maximum(shares, 1e-6))
+    return log_life[:, rows], log_times[:, rows]
+
+
+def _out_of_fold(per_member: np.ndarray, fold: np.ndarray, cfg: LifeConfig):
+    """(mean, sd) over the members of each cell's fold: per_member [members, cells, ...]."""
+    e = cfg.train.ensemble_size
+    mu = np.empty(per_member.shape[1:])
+    sd = np.empty(per_member.shape[1:])
+    for i, f in enumerate(fold):
+        vals = per_member[f * e:(f + 1) * e, i]
+        mu[i], sd[i] = vals.mean(0), vals.std(0, ddof=1)
+    return mu, sd
+
+
+def _score_method(name: str, mu, sd, truth, fold, level) -> tuple[dict, dict]:
+    q = life_eval.cross_fold_scale(mu, sd, np.log(truth), fold, level)
+    lo, hi = life_eval.interval(mu, sd, q)
+    raw_lo, raw_hi = life_eval.uncalibrated_interval(mu, sd)
+    pred = np.exp(mu)
+    scores = life_eval.life_scores(pred, lo, hi, truth)
+    out = {f"{name}_life_{k}": v for k, v in scores.items()}
+    out[f"{name}_life_picp90_uncalibrated"] = metric_fns.coverage(raw_lo, raw_hi, truth)
+    out[f"{name}_life_interval_width90_uncalibrated_cycles"] = float(np.mean(raw_hi - raw_lo))
+    return out, {"pred": pred, "lower": lo, "upper": hi}
+
+
+def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, float]:
+    """Cross-validates, calibrates, fits the final model, groups; returns the flat metrics."""
+    cfg.validate()
+    t0 = time.perf_counter()
+    d, t = cfg.data, cfg.train
+    root = require_data_dir(data_dir, "life-lsd")
+    cells = load_cells(root / d.subdir)
+    if len(cells) < 2 * t.folds:
+        raise ConfigError(f"train.folds = {t.folds} needs at least {2 * t.folds} cells, "
+                          f"{root / d.subdir} holds {len(cells)}")
+    end_ah = cfg.end_ah
+    starts = [life_data.training_starts(c, d.measured_cycles, end_ah, d.start_stride, d.min_remaining)
+              for c in cells]
+    for c, s in zip(cells, starts, strict=True):
+        life_data.check_measurable(c, 0, d.measured_cycles)
+        if not s or s[0] != 0:
+            raise DataError(c.source, f"after its first {d.measured_cycles} cycles the capacity is "
+                            f"at or below {end_ah:g} Ah or fewer than {d.min_remaining} cycles are "
+                            "left (data.min_remaining); a training cell needs its life ahead")
+    train_arr = life_data.build_arrivals(cells, starts, d.measured_cycles, end_ah, cfg.model.levels)
+    arrival = life_data.build_arrivals(cells, [[0]] * len(cells), d.measured_cycles, end_ah,
+                                       cfg.model.levels)
+    sorting = _sorting_starts(cells, root / d.sorting_subdir)
+    fold = assign_folds(len(cells), t.folds, t.seed)
+    specs = member_specs(fold, cfg)
+    _log(f"{len(cells)} cells, {len(train_arr)} training arrivals; {t.folds} folds + final model, "
+         f"{t.ensemble_size} members each = {len(specs)} members in one program")
+
+    model = LifeMLP(hidden=tuple(cfg.model.hidden), levels=cfg.model.levels)
+    log_life = np.log(train_arr.remaining.astype(np.float64))
+    shares = train_arr.times / train_arr.remaining[:, None]
+    params, hp, results = life_train.fit_members(
+        model, train_arr.x, log_life, shares, train_arr.cell, specs, epochs=t.epochs,
+        patience=t.patience, batch_size=t.batch_size, learning_rate=t.learning_rate,
+        shape_weight=cfg.model.shape_weight, weight_decay=t.weight_decay,
+        log=lambda s: _log(f"train {s}"))
+    train_seconds = time.perf_counter() - t0
+
+    # ---- out of fold, at arrival
+    all_rows = np.arange(len(arrival))
+    m_life, m_times = _predict(model, params, hp, arrival, all_rows)
+    mu, sd = _out_of_fold(m_life, fold, cfg)
+    truth = arrival.remaining.astype(np.float64)
+    out, life_pred = _score_method("slbjax", mu, sd, truth, fold, t.interval_level)
+    # trajectory: first-passage times of the levels, one multiplier for all levels
+    mu_t, sd_t = _out_of_fold(m_times, fold, cfg)
+    true_t = np.log(arrival.times.astype(np.float64))
+    q_t = life_eval.cross_fold_scale(mu_t, sd_t, true_t, fold, t.interval_level)
+    lo_t, hi_t = life_eval.interval(mu_t, sd_t, q_t)
+    raw_lo_t, raw_hi_t = life_eval.uncalibrated_interval(mu_t, sd_t)
+    out["slbjax_trajectory_picp90"] = metric_fns.coverage(lo_t, hi_t, arrival.times)
+    out["slbjax_trajectory_picp90_uncalibrated"] = metric_fns.coverage(raw_lo_t, raw_hi_t, arrival.times)
+    traj_rows, traj_ape = [], []
+    level_cap = life_data.levels(arrival.last_capacity, end_ah, cfg.model.levels)
+    for i, cell in enumerate(cells):
+        last = d.measured_cycles - 1
+        true_q = cell.capacity_ah[last + 1:last + 1 + arrival.remaining[i]]
+        steps = len(true_q)
+        pred_q = life_data.trajectory_from_times(arrival.last_capacity[i], level_cap[i],
+                                                 np.exp(mu_t[i]), steps)
+        low_q = life_data.trajectory_from_times(arrival.last_capacity[i], level_cap[i], lo_t[i], steps)
+        high_q = life_data.trajectory_from_times(arrival.last_capacity[i], level_cap[i], hi_t[i], steps)
+        traj_ape.append(metric_fns.ape_pct(pred_q, true_q))
+        traj_rows.append(pd.DataFrame({
+            "cell": cell.name, "cycle_after_measurement": np.arange(1, steps + 1),
+            "true_capacity_ah": true_q, "predicted_capacity_ah": pred_q,
+            "lower90_ah": low_q, "upper90_ah": high_q}))
+    out["slbjax_trajectory_mape_pct"] = float(np.mean(np.concatenate(traj_ape)))
+
+    # ---- baselines on the same folds, features and training arrivals
+    base_pred = {}
+    for kind in BASELINES:
+        b_mu, b_sd = np.empty(len(cells)), np.empty(len(cells))
+        for f in range(t.folds):
+            rows = np.isin(train_arr.cell, np.flatnonzero(fold != f))
+            fitted = life_eval.fit_baseline(kind, train_arr.x[rows], log_life[rows],
+                                            train_arr.cell[rows], t.seed, t.forest_trees)
+            test = fold == f
+            b_mu[test], b_sd[test] = life_eval.baseline_spread(
+                kind, fitted, train_arr.x[rows], log_life[rows], arrival.x[test])
+        scores, base_pred[kind] = _score_method(kind, b_mu, b_sd, truth, fold, t.interval_level)
+        out.update(scores)
+
+    # ---- the saved model: final members, multiplier from every held-out cell
+    e = t.ensemble_size
+    final = slice(t.folds * e, (t.folds + 1) * e)
+    q_final = conformal_quantile(normalised_scores(mu, sd, np.log(truth)), t.interval_level)
+    q_traj_final = conformal_quantile(normalised_scores(mu_t, sd_t, true_t), t.interval_level)
+    final_params = jax.tree_util.tree_map(lambda a: np.asarray(a)[final], params)
+
+    run_dir = Path(run_dir)
+    table = pd.DataFrame({
+        "cell": [c.name for c in cells], "fold": fold, "measured_cycle": [int(c.cycle[d.measured_cycles - 1]) for c in cells],
+        "capacity_ah": arrival.last_capacity, "true_remaining_cycles": arrival.remaining,
+        "predicted_remaining_cycles": life_pred["pred"], "lower90_cycles": life_pred["lower"],
+        "upper90_cycles": life_pred["upper"],
+        **{f"{k}_predicted_remaining_cycles": base_pred[k]["pred"] for k in BASELINES},
+    })
+    table.to_csv(run_dir / "cells.csv", index=False)
+    pd.concat(traj_rows, ignore_index=True).to_csv(run_dir / "trajectories.csv", index=False)
+    pd.concat([pd.DataFrame({"member": i, "epoch": np.arange(1, len(r.history["val_loss"]) + 1),
+                             **r.history}) for i, r in enumerate(results)]).to_csv(
+        run_dir / "history.csv", index=False)
+
+    if sorting is not None:
+        out.update(_grouping(cfg, model, params, hp, cells, fold, sorting, run_dir))
+
+    checkpoint.save(run_dir, int(max(r.best_epoch for r in results)), final_params, {
+        "family": "life", "config": to_dict(cfg),
+        "hparams": {k: np.asarray(v[final]).tolist() for k, v in hp.items()
+                    if k in ("x_mean", "x_std", "z_mean", "z_std")},
+        "conformal_scale": q_final, "trajectory_conformal_scale": q_traj_final,
+        "feature_names": list(life_data.FEATURE_NAMES),
+    })
+    out.update({
+        "num_cells": len(cells), "num_training_arrivals": len(train_arr), "folds": t.folds,
+        "ensemble_size": e, "conformal_scale_90": q_final,
+        "trajectory_conformal_scale_90": q_traj_final,
+        "best_epoch_median": float(np.median([r.best_epoch for r in results])),
+        "train_seconds": train_seconds, "seconds": time.perf_counter() - t0,
+    })
+    # headline names without the method prefix
+    for k in ("mape_pct", "spearman", "picp90", "interval_width90_cycles"):
+        out[f"life_{k}"] = out[f"slbjax_life_{k}"]
+    _log(f"out of fold: life MAPE {out['life_mape_pct']:.2f} %, Spearman {out['life_spearman']:.3f}, "
+         f"PICP90 {out['slbjax_life_picp90_uncalibrated']:.3f} -> {out['life_picp90']:.3f}; "
+         f"ridge {out['ridge_life_mape_pct']:.2f} %, forest {out['forest_life_mape_pct']:.2f} %")
+    return out
+
+
+def _grouping(cfg, model, params, hp, cells, fold, sorting, run_dir: Path) -> dict[str, float]:
+    """Out-of-fold predictions from the sorting feature cycle, grouped and scored."""
+    from slbjax.runners import sort as sort_runner
+
+    d = cfg.data
+    starts, (data, order) = sorting
+    arr = life_data.build_arrivals(cells, [[int(s)] for s in starts], d.measured_cycles, cfg.end_ah,
+                                   cfg.model.levels)
+    m_life, _ = _predict(model, params, hp, arr, np.arange(len(arr)))
+    mu, _ = _out_of_fold(m_life, fold, cfg)
+    # predicted life in the sorting count: cycles from the feature cycle on
+    predicted = np.empty(len(cells))
+    predicted[order] = np.exp(mu) + d.measured_cycles
+    labels = grouping.group_by_life(predicted, cfg.group.num_groups, cfg.group.group_size, cfg.group.min_size)
+    equal = grouping.oracle_groups(predicted, len(grouping.group_sizes(labels)))
+    scfg = SortConfig(sort=SortMethod(num_groups=len(grouping.group_sizes(labels)),
+                                      num_seeds=cfg.group.reference_seeds))
+    distances = grouping.aging_distances(data.trajectories, scfg.sort.pad_ah)
+    ours = sort_runner._scores(labels, data, distances)
+    ours_equal = sort_runner._scores(equal, data, distances)
+    at_seed, seeds, _ = sort_runner._tables(scfg, data)
+    sort_metrics, table = sort_runner.summarise(at_seed, seeds)
+    rows = [{"method": "slbjax_life_partition", **ours}, {"method": "slbjax_life_equal", **ours_equal}]
+    out = {f"group_slbjax_{k}": v for k, v in ours.items()}
+    out.update({f"group_slbjax_equal_{k}": v for k, v in ours_equal.items()})
+    for k in sort_runner.METRICS:
+        ref = (sort_metrics[f"random_{k}_median"], sort_metrics[f"oracle_{k}"])
+        out[f"group_slbjax_{k}_share_of_oracle_gain"] = grouping.share_of_oracle_gain(ours[k], *ref)
+        out[f"group_slbjax_equal_{k}_share_of_oracle_gain"] = grouping.share_of_oracle_gain(
+            ours_equal[k], *ref)
+        for m in ("second_refinement", "explicit_kmeans", "random", "oracle"):
+            out[f"group_{m}_{k}"] = sort_metrics[f"{m}_{k}"]
+            if m != "oracle":
+                out[f"group_{m}_{k}_median"] = sort_metrics[f"{m}_{k}_median"]
+    for k in sort_runner.METRICS:
+        rows[0][f"{k}_share_of_oracle_gain"] = out[f"group_slbjax_{k}_share_of_oracle_gain"]
+        rows[1][f"{k}_share_of_oracle_gain"] = out[f"group_slbjax_equal_{k}_share_of_oracle_gain"]
+    pd.concat([pd.DataFrame(rows), table], ignore_index=True).to_csv(run_dir / "grouping.csv", index=False)
+    pd.DataFrame({"cell": data.cells, "group": labels + 1, "predicted_life_cycles": predicted,
+                  "true_life_cycles": data.lives}).to_csv(run_dir / "groups.csv", index=False)
+    out["group_num_groups"] = len(grouping.group_sizes(labels))
+    _log(f"grouping: lifetime {ours['lifetime_cycles']:.2f} cycles, aging difference "
+         f"{ours['aging_difference']:.2f} (published method, seed {scfg.sort.seed}: "
+         f"{out['group_second_refinement_lifetime_cycles']:.2f} / "
+         f"{out['group_second_refinement_aging_difference']:.2f})")
+    return out
