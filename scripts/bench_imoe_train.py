@@ -175,8 +175,9 @@ class SlbjaxTrainer:
         members = trainlib.members([seed], lr, LossWeights())
         state, data, hp = loop.init_state(task, loop.Data(self.train, self.val), members)
         # the given initial weights, as the torch side gets them
-        state = state._replace(params=jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], params))
-        state = state._replace(best_params=state.params)
+        # (params and best params: two buffers each, the state is donated)
+        state = state._replace(params=jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], params),
+                               best_params=jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], params))
         run = loop.program(task, (state, data, hp), epochs=10**9, chunk=1, patience=10**9)
         self.carry = state
         self._step = lambda c: run(c, data, hp)
