@@ -25,6 +25,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -37,7 +38,7 @@ from slbjax.configs.sort import SortConfig, SortMethod
 from slbjax.data import life as life_data
 from slbjax.data.cells import Cell
 from slbjax.data.imoe_files import find_cell_files, load_cell_file
-from slbjax.data.sorting import TRAJECTORIES_FILE, load_sorting
+from slbjax.data.sorting import TRAJECTORIES_FILE, SortingData, load_sorting
 from slbjax.decide import grouping
 from slbjax.errors import ConfigError, DataError
 from slbjax.evaluate import life as life_eval
@@ -45,6 +46,7 @@ from slbjax.evaluate import metrics as metric_fns
 from slbjax.evaluate.conformal import conformal_quantile, normalised_scores
 from slbjax.models.life import LifeMLP
 from slbjax.paths import require_data_dir
+from slbjax.runners import sort as sort_runner
 from slbjax.train import life as life_train
 
 CONFIG_CLASS = LifeConfig
@@ -87,26 +89,34 @@ def member_specs(fold: np.ndarray, cfg: LifeConfig) -> list[life_train.MemberSpe
     return specs
 
 
-def _sorting_starts(cells: list[Cell], folder: Path) -> tuple[np.ndarray, object] | None:
-    """Arrival row of each cell at its deep-sorting feature cycle, and the sorting data;
-    None when the folder does not hold the sorting files."""
+class SortingArrivals(NamedTuple):
+    """The deep-sorting files aligned with the LSD cells: ``starts[i]`` is the LSD row of
+    cell i's feature cycle, ``order[i]`` its index in ``data``."""
+
+    starts: np.ndarray
+    data: SortingData
+    order: np.ndarray
+
+
+def _sorting_arrivals(cells: list[Cell], folder: Path) -> SortingArrivals | None:
+    """None when the folder does not hold the sorting files."""
     if not (folder / TRAJECTORIES_FILE).exists():
         return None
     data = load_sorting(folder)
+    if len(cells) != len(data.cells):
+        raise DataError(folder, f"holds {len(data.cells)} cells but the LSD folder {len(cells)}; "
+                        "the grouping compares all cells of both")
     by_number = {int(c): i for i, c in enumerate(data.cells)}
-    starts = []
+    starts, order = [], []
     for cell in cells:
         number = int(cell.name.removeprefix("LSD-")) if cell.name.startswith("LSD-") else -1
         if number not in by_number:
             raise DataError(cell.source, f"cell has no row in {folder / TRAJECTORIES_FILE}; the "
                             "grouping needs the same cells in both folders")
-        c0 = int(cell.cycle[-1]) - int(data.lives[by_number[number]]) + 1  # data README section 4
+        order.append(by_number[number])
+        c0 = int(cell.cycle[-1]) - int(data.lives[order[-1]]) + 1  # data README section 4
         starts.append(int(np.searchsorted(cell.cycle, c0)))
-    if len(cells) != len(data.cells):
-        raise DataError(folder, f"holds {len(data.cells)} cells but the LSD folder {len(cells)}; "
-                        "the grouping compares all cells of both")
-    order = [by_number[int(c.name.removeprefix("LSD-"))] for c in cells]
-    return np.asarray(starts), (data, np.asarray(order))
+    return SortingArrivals(np.asarray(starts), data, np.asarray(order))
 
 
 def _predict(model, params, hp, arrivals: life_data.Arrivals, rows: np.ndarray):
@@ -161,7 +171,7 @@ def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) ->
     train_arr = life_data.build_arrivals(cells, starts, d.measured_cycles, end_ah, cfg.model.levels)
     arrival = life_data.build_arrivals(cells, [[0]] * len(cells), d.measured_cycles, end_ah,
                                        cfg.model.levels)
-    sorting = _sorting_starts(cells, root / d.sorting_subdir)
+    sorting = _sorting_arrivals(cells, root / d.sorting_subdir)
     fold = assign_folds(len(cells), t.folds, t.seed)
     specs = member_specs(fold, cfg)
     _log(f"{len(cells)} cells, {len(train_arr)} training arrivals; {t.folds} folds + final model, "
@@ -271,10 +281,8 @@ def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) ->
 
 def _grouping(cfg, model, params, hp, cells, fold, sorting, run_dir: Path) -> dict[str, float]:
     """Out-of-fold predictions from the sorting feature cycle, grouped and scored."""
-    from slbjax.runners import sort as sort_runner
-
     d = cfg.data
-    starts, (data, order) = sorting
+    starts, data, order = sorting
     arr = life_data.build_arrivals(cells, [[int(s)] for s in starts], d.measured_cycles, cfg.end_ah,
                                    cfg.model.levels)
     m_life, _ = _predict(model, params, hp, arr, np.arange(len(arr)))
@@ -287,9 +295,9 @@ def _grouping(cfg, model, params, hp, cells, fold, sorting, run_dir: Path) -> di
     scfg = SortConfig(sort=SortMethod(num_groups=len(grouping.group_sizes(labels)),
                                       num_seeds=cfg.group.reference_seeds))
     distances = grouping.aging_distances(data.trajectories, scfg.sort.pad_ah)
-    ours = sort_runner._scores(labels, data, distances)
-    ours_equal = sort_runner._scores(equal, data, distances)
-    at_seed, seeds, _ = sort_runner._tables(scfg, data)
+    ours = sort_runner.score_partition(labels, data, distances)
+    ours_equal = sort_runner.score_partition(equal, data, distances)
+    at_seed, seeds, _ = sort_runner.seed_tables(scfg, data)
     sort_metrics, table = sort_runner.summarise(at_seed, seeds)
     rows = [{"method": "slbjax_life_partition", **ours}, {"method": "slbjax_life_equal", **ours_equal}]
     out = {f"group_slbjax_{k}": v for k, v in ours.items()}

@@ -80,7 +80,7 @@ def partitions(cfg: SortConfig, data: SortingData, seed: int,
     return out
 
 
-def _scores(groups: np.ndarray, data: SortingData, distances: np.ndarray) -> dict[str, float]:
+def score_partition(groups: np.ndarray, data: SortingData, distances: np.ndarray) -> dict[str, float]:
     return {
         "lifetime_cycles": grouping.available_lifetime(groups, data.lives),
         "aging_difference": grouping.aging_difference_from_distances(groups, distances),
@@ -88,20 +88,20 @@ def _scores(groups: np.ndarray, data: SortingData, distances: np.ndarray) -> dic
     }
 
 
-def _tables(cfg: SortConfig, data: SortingData) -> tuple[dict, pd.DataFrame, np.ndarray]:
+def seed_tables(cfg: SortConfig, data: SortingData) -> tuple[dict, pd.DataFrame, np.ndarray]:
     """({method: scores, configured seed}, per-seed table, configured second-refinement labels)."""
     s = cfg.sort
     distances = grouping.aging_distances(data.trajectories, s.pad_ah)
     chosen = partitions(cfg, data, s.seed)
     sizes = grouping.group_sizes(chosen["second_refinement"])
     chosen["oracle"] = grouping.oracle_groups(data.lives, s.num_groups)
-    at_seed = {m: _scores(chosen[m], data, distances) for m in METHODS}
+    at_seed = {m: score_partition(chosen[m], data, distances) for m in METHODS}
     rows = []
     for seed in range(s.num_seeds):
         parts = partitions(cfg, data, seed, sizes)
         row = {"seed": seed}
         for m in SEEDED:
-            row.update({f"{m}_{k}": v for k, v in _scores(parts[m], data, distances).items()})
+            row.update({f"{m}_{k}": v for k, v in score_partition(parts[m], data, distances).items()})
         rows.append(row)
     return at_seed, pd.DataFrame(rows), chosen["second_refinement"]
 
@@ -148,7 +148,7 @@ def train_and_evaluate(cfg: SortConfig, data_dir: Path | None, run_dir: Path) ->
         raise ConfigError(f"sort.num_groups = {cfg.sort.num_groups} exceeds the "
                           f"{len(data.cells)} cells of {folder}")
     _log(f"{len(data.cells)} cells; seed {cfg.sort.seed} and seeds 0..{cfg.sort.num_seeds - 1}")
-    at_seed, seeds, second = _tables(cfg, data)
+    at_seed, seeds, second = seed_tables(cfg, data)
     metrics, table = summarise(at_seed, seeds)
 
     run_dir = Path(run_dir)
