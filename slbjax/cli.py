@@ -153,6 +153,18 @@ def cmd_triage(args) -> int:
     return 0
 
 
+def cmd_interpret(args) -> int:
+    from slbjax.interpret.report import interpret
+    from slbjax.paths import resolve_data_dir
+
+    out = Path(args.output) if args.output else Path(args.run) / "interpret"
+    _refuse_existing(out, args.overwrite)  # --overwrite replaces the files interpret writes, nothing else
+    interpret(Path(args.run), out, resolve_data_dir(args.data_dir), linear_run=args.linear,
+              draws=args.draws, seed=args.seed)
+    print(f"wrote {out / 'interpret.md'}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slbjax", description="Second-life battery research in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -212,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--output", required=True, help="output folder (never overwritten unless --overwrite)")
     t.add_argument("--overwrite", action="store_true", help="replace an earlier triage output")
     t.set_defaults(fn=cmd_triage)
+
+    it = sub.add_parser("interpret", help="router analysis of a finished iMOE run (the paper's Fig. 4)")
+    it.add_argument("run", help="iMOE run folder (single model or ensemble)")
+    it.add_argument("-o", "--output", help="output folder (default: RUN/interpret)")
+    it.add_argument("--linear", help="an iMOE-linear run of the same data, to compare embeddings (Fig. 4g)")
+    it.add_argument("--data-dir", help="data folder (default: $SLBJAX_DATA)")
+    it.add_argument("--draws", type=int, default=10, help="noise draws per feature (default 10)")
+    it.add_argument("--seed", type=int, default=0, help="seed of the noise, permutations and resampling")
+    it.add_argument("--overwrite", action="store_true", help="write into an existing output folder")
+    it.set_defaults(fn=cmd_interpret)
 
     g = sub.add_parser("generate", help="generate pulse features with a finished CVAE run")
     g.add_argument("--run", required=True, help="run folder")

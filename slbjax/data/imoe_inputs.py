@@ -17,9 +17,25 @@ from slbjax.configs.imoe import ImoeConfig
 from slbjax.data.cells import Cell
 from slbjax.data.features import Normaliser
 from slbjax.data.imoe_files import load_split
-from slbjax.data.synthetic import cohort_split, generate_cohort
+from slbjax.data.synthetic import NOMINAL_AH, cohort_split, generate_cohort
 from slbjax.data.windows import Batch, Windows, build_windows
 from slbjax.paths import require_data_dir
+
+NOMINAL_CAPACITY_AH = {
+    ("UL", "NCA"): 3.5,  # Huang, Tao et al. 2026, Methods: 3500 mAh NCA and NCM cells
+    ("UL", "NCM"): 3.5,
+    ("UL", "NCMNCA"): 2.5,  # 2500 mAh blended cells
+    ("LSD", ""): 2.4,  # 2.4 Ah NCM523 cells (second life starts near 80 %)
+    ("TPSL", ""): 2.4,
+    ("synthetic", ""): NOMINAL_AH,
+}
+"""Rated capacity (Ah) by (dataset, UL subset): SOH = capacity / rated capacity."""
+
+
+def nominal_capacity_ah(cfg: ImoeConfig) -> float:
+    """Rated capacity of the config's cells (the SOH denominator)."""
+    d = cfg.data
+    return NOMINAL_CAPACITY_AH[(d.dataset, d.subset if d.dataset == "UL" else "")]
 
 
 @dataclasses.dataclass

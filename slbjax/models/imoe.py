@@ -138,7 +138,8 @@ class IMOE(nn.Module):
 
     @nn.compact
     def __call__(
-        self, qv: jax.Array, features: jax.Array, load: jax.Array, train: bool = False
+        self, qv: jax.Array, features: jax.Array, load: jax.Array, train: bool = False,
+        expert_mask: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         """Predicts one trajectory.
 
@@ -147,10 +148,14 @@ class IMOE(nn.Module):
           features: [F] standardised physics features.
           load: [L, 3] future charge current, discharge current, temperature.
           train: adds router noise (needs the ``router_noise`` rng).
+          expert_mask: optional [E] 0/1: the router's weights are multiplied by
+            it and renormalised to sum 1 (expert knock-out in
+            :mod:`slbjax.interpret`); ``None`` leaves the model as trained.
 
         Returns:
           (trajectory [L] in Ah, router weights [E]; all ones/E... for ``router="linear"``
-          the weights are a [1] array of ones).
+          the weights are a [1] array of ones).  The trend fed to the head
+          (the AMDP embedding, [L]) is sown as ``intermediates/trend``.
         """
         chex.assert_rank([qv, features, load], [1, 1, 2])
         chex.assert_shape(load, (self.horizon, 3))
@@ -158,11 +163,15 @@ class IMOE(nn.Module):
             weights = Router(self.num_experts, self.top_k, self.gate, self.gate_alpha, name="router")(
                 features, train
             )
+            if expert_mask is not None:
+                kept = weights * expert_mask
+                weights = kept / kept.sum()
             trends = Experts(self.num_experts, self.horizon, name="experts")(qv)
             trend = weights @ trends
         else:
             weights = jnp.ones((1,), qv.dtype)
             trend = nn.Dense(self.horizon, name="linear_trend")(qv)
+        self.sow("intermediates", "trend", trend)
         parts = [trend[:, None], load] if self.use_load else [trend[:, None]]
         out = RecurrentHead(self.hidden, self.bidirectional, name="head")(jnp.concatenate(parts, 1))
         return self.target_mean + self.target_std * out, weights

@@ -2,7 +2,8 @@
 
 Writes into the run folder (besides ``config.json`` / ``metrics.json`` written
 by the CLI): ``per_cell_metrics.csv``, ``predictions.csv`` (test cells),
-``history.csv`` (per-epoch losses), ``data_report.json`` (windows per cell,
+``history.csv`` (per-epoch losses), ``router_weights.csv`` (test samples, one row per
+member and sample: ``member, cell, start_cycle, soh_start, w0 ..``), ``data_report.json`` (windows per cell,
 too-short cells, what the data can and cannot evaluate) and the checkpoint.
 
 Ensembles (``train.ensemble_size`` > 1) get a 90 % interval ``mean +- q *
@@ -24,7 +25,13 @@ import pandas as pd
 from slbjax import checkpoint
 from slbjax.config import to_dict
 from slbjax.configs.imoe import ImoeConfig
-from slbjax.data.imoe_inputs import has_windows, load_cells, prepare, windows_for
+from slbjax.data.imoe_inputs import (
+    has_windows,
+    load_cells,
+    nominal_capacity_ah,
+    prepare,
+    windows_for,
+)
 from slbjax.data.windows import Windows
 from slbjax.errors import ConfigError, DataError
 from slbjax.evaluate import metrics
@@ -34,6 +41,7 @@ from slbjax.evaluate.conformal import (
     scaled_interval,
 )
 from slbjax.evaluate.intervals import INTERVAL_LEVEL, Z90, calibrate_interval
+from slbjax.evaluate.routing import router_weights_table
 from slbjax.models.trajectory import build_model
 from slbjax.rundir import write_json
 from slbjax.train.imoe import (
@@ -223,10 +231,8 @@ def _evaluate_and_write(cfg, run_dir, model, batches, wins, results, report, nor
                 per_cell_rows.append(row)
         if role == "test":
             prediction_table(w, ens).to_csv(run_dir / "predictions.csv", index=False)
-            g = gates.mean(0)
-            pd.DataFrame(g, columns=[f"w{e}" for e in range(g.shape[1])]).assign(
-                cell=[w.cell_names[i] for i in w.cell_index], start_cycle=w.start_cycle
-            ).to_csv(run_dir / "router_weights.csv", index=False)
+            router_weights_table(w, gates, nominal_capacity_ah(cfg)).to_csv(
+                run_dir / "router_weights.csv", index=False)
     if ensemble and "test" in batches:
         out["ensemble_test_mape_pct"] = out["test_mape_pct"]
         out["picp90"] = out["test_picp90"]

@@ -1,0 +1,1 @@
+"""Interpretability of iMOE runs: router weights, regimes, stages, attributions (``slbjax interpret``)."""
