@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import collections
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
 from slbjax import paper_reference, report, suites
-from slbjax.cli import main
 from slbjax.errors import ConfigError, DataError
 
 
@@ -55,12 +57,27 @@ def test_paper_values_are_looked_up_per_table():
     assert report.paper_value("fig3c", "UL-NCA CY99-9_9", "imoe", "", "") is None
 
 
+def _report_cli(args: list[str]) -> str:
+    """Runs ``slbjax ARGS`` as a user would, in its own process with one CPU device.
+
+    The report trains ~20 single-device programs; in this test process each
+    would run beside 8 fake devices (conftest), which costs about 40 % of the
+    test's time and exercises nothing the data-parallel tests do not.  The
+    strict promotion rules of the conftest are passed on.
+    """
+    env = {**os.environ, "JAX_NUMPY_DTYPE_PROMOTION": "strict", "JAX_NUMPY_RANK_PROMOTION": "raise",
+           "JAX_NUM_CPU_DEVICES": "1"}
+    proc = subprocess.run([sys.executable, "-m", "slbjax.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stderr
+
+
 @pytest.mark.realdata
-def test_smoke_report_writes_every_table_and_figure_and_reuses_runs(data_dir, tmp_path, capsys):
+def test_smoke_report_writes_every_table_and_figure_and_reuses_runs(data_dir, tmp_path):
     wd = tmp_path / "rep"
     args = ["report", "all", "--smoke", "--data-dir", str(data_dir), "--workdir", str(wd)]
-    assert main(args) == 0
-    err = capsys.readouterr().err
+    err = _report_cli(args)
     assert "0 reused" in err
     text = (wd / "report.md").read_text()
     for heading in ("Fig. 3c", "Fig. 5a", "Fig. 5b", "Fig. 5c", "Fig. 5d", "Fig. 3f", "Fig. 5e",
@@ -87,8 +104,7 @@ def test_smoke_report_writes_every_table_and_figure_and_reuses_runs(data_dir, tm
 
     # the second invocation trains nothing and writes the same numbers
     before = {r: (wd / r / "metrics.json").stat().st_mtime_ns for r in results.run.unique()}
-    assert main(args) == 0
-    err = capsys.readouterr().err
+    err = _report_cli(args)
     runs = results[results.experiment != "history"]
     assert f"{runs.run.nunique()} reused" in err and "0 program(s) to train" in err
     assert "history: 2 baseline result(s), 2 reused, 0 computed" in err

@@ -291,15 +291,15 @@ def _markdown(run_dir, cfg, m, top, fit_cells, scored_cells, figs, out_dir, line
         "## What it found",
         "",
         f"- The router uses {_fmt(m['effective_experts_mean'], 2)} experts effectively (of {m['num_experts']}); "
-        f"its weights fall into {n_reg} regimes, switching at SOH {switches} "
-        f"(range over members: " + "; ".join(
+        f"its weights fall into {n_reg} regimes, switching at SOH {switches}"
+        + ((" (range over members: " + "; ".join(
             f"{_fmt(m[f'switch_soh_{r + 1}_{r + 2}_min'] * 100, 1)}-{_fmt(m[f'switch_soh_{r + 1}_{r + 2}_max'] * 100, 1)} %"
-            for r in range(n_reg - 1)) + ")"
-        + (f"; members agree on the regimes with adjusted Rand index {_fmt(m['regime_agreement_ari'], 2)}."
-           if m["members"] > 1 else "."),
+            for r in range(n_reg - 1)) + "); members agree on the regimes with adjusted Rand index "
+            f"{_fmt(m['regime_agreement_ari'], 2)}.") if m["members"] > 1 else "."),
         f"- The most stage-linked expert's weight follows SOH with |Spearman rho| "
-        f"{_fmt(m['stage_link_abs_spearman_mean'], 2)} (members {_fmt(m['stage_link_abs_spearman_min'], 2)}-"
-        f"{_fmt(m['stage_link_abs_spearman_max'], 2)}).",
+        f"{_fmt(m['stage_link_abs_spearman_mean'], 2)}"
+        + (f" (members {_fmt(m['stage_link_abs_spearman_min'], 2)}-{_fmt(m['stage_link_abs_spearman_max'], 2)})."
+           if m["members"] > 1 else "."),
         f"- Early and late thirds of life separate in the pooled t-SNE with nearest-neighbour accuracy "
         f"{_fmt(m['tsne_pooled_early_late_nn_accuracy'], 2)} ({_fmt(m['tsne_pooled_early_late_nn_accuracy_other_cell'], 2)} "
         f"when the neighbour must come from another cell; {_fmt(m['tsne_per_cell_early_late_nn_accuracy'], 2)} in the "
@@ -318,7 +318,7 @@ def _markdown(run_dir, cfg, m, top, fit_cells, scored_cells, figs, out_dir, line
         "| | this run | paper | authors' files (reference) |",
         "|---|---|---|---|",
         f"| regimes / switch SOH | {n_reg} / {switches} | three stages | 3 / 84-88 % and 80-81 % |",
-        f"| max |rho(w, SOH)| | {_fmt(m['stage_link_abs_spearman_mean'], 2)} | - | 0.89-1.00 |",
+        f"| largest abs. Spearman rho(w, SOH) | {_fmt(m['stage_link_abs_spearman_mean'], 2)} | - | 0.89-1.00 |",
         f"| early/late NN accuracy (pooled t-SNE) | {_fmt(m['tsne_pooled_early_late_nn_accuracy'], 2)} | separated (4c) | 0.98-1.00 |",
         f"| SOH class, recall Excellent / Degraded | {_fmt(m['soh_class_recall_excellent'] * 100, 1)} / "
         f"{_fmt(m['soh_class_recall_degraded'] * 100, 1)} % | 91.5 % (at 95 %) / 96 % (at 75 %) | - |",
