@@ -76,29 +76,12 @@ class _Scorer:
                 "expert_change_rate": float(np.mean(changes))}
 
 
-def noise_importance(rr: RoutedRun, names: list[str], role: str = "test", draws: int = 10,
-                     sigma: float = 1.0, seed: int = 0) -> tuple[float, list[dict]]:
-    """(baseline MAPE %, one row per feature: MAPE with noise on it, its change and
-    interval, and the rate at which the chosen experts change)."""
-    s = _Scorer(rr, rr.roles[role])
-    rng = np.random.default_rng(seed)
-    x = np.asarray(s.r.batch.features)
-    rows = []
-    for f, name in enumerate(names):
-        sums, changes = [], []
-        for _ in range(draws):
-            noisy = x.copy()
-            noisy[:, f] += sigma * rng.standard_normal(len(x))
-            a, c, _ = s.score(noisy)
-            sums.append(a)
-            changes.append(c)
-        rows.append({"feature": name, **s.row(sums, changes, seed)})
-    return s.base, rows
+def _per_feature(rr: RoutedRun, names: list[str], role: str, repeats: int, seed: int,
+                 replace_column) -> tuple[float, list[dict]]:
+    """Scores ``repeats`` perturbations of each feature column in turn.
 
-
-def permutation_importance(rr: RoutedRun, names: list[str], role: str = "test", repeats: int = 5,
-                           seed: int = 0) -> list[dict]:
-    """One row per feature: MAPE with that feature shuffled across the samples."""
+    ``replace_column(column [M], rng) -> new column [M]``.
+    """
     s = _Scorer(rr, rr.roles[role])
     rng = np.random.default_rng(seed)
     x = np.asarray(s.r.batch.features)
@@ -106,13 +89,27 @@ def permutation_importance(rr: RoutedRun, names: list[str], role: str = "test", 
     for f, name in enumerate(names):
         sums, changes = [], []
         for _ in range(repeats):
-            shuffled = x.copy()
-            shuffled[:, f] = rng.permutation(x[:, f])
-            a, c, _ = s.score(shuffled)
+            changed = x.copy()
+            changed[:, f] = replace_column(x[:, f], rng)
+            a, c, _ = s.score(changed)
             sums.append(a)
             changes.append(c)
         rows.append({"feature": name, **s.row(sums, changes, seed)})
-    return rows
+    return s.base, rows
+
+
+def noise_importance(rr: RoutedRun, names: list[str], role: str = "test", draws: int = 10,
+                     sigma: float = 1.0, seed: int = 0) -> tuple[float, list[dict]]:
+    """(baseline MAPE %, one row per feature: MAPE with noise on it, its change and
+    interval, and the rate at which the chosen experts change)."""
+    return _per_feature(rr, names, role, draws, seed,
+                        lambda col, rng: col + sigma * rng.standard_normal(len(col)))
+
+
+def permutation_importance(rr: RoutedRun, names: list[str], role: str = "test", repeats: int = 5,
+                           seed: int = 0) -> list[dict]:
+    """One row per feature: MAPE with that feature shuffled across the samples."""
+    return _per_feature(rr, names, role, repeats, seed, lambda col, rng: rng.permutation(col))[1]
 
 
 def router_attribution(rr: RoutedRun, role: str = "test") -> np.ndarray:
