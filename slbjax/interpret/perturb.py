@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from slbjax.evaluate import metrics
 from slbjax.interpret.labels import chosen
 from slbjax.interpret.samples import Routed, RoutedRun
 from slbjax.interpret.stats import soh_class
@@ -30,7 +31,7 @@ BOOTSTRAP = 1000
 
 def ape_sums(pred: np.ndarray, target: np.ndarray, cell_ids: np.ndarray, num_cells: int) -> np.ndarray:
     """[C] sum over each cell's points of the absolute percentage error (pred, target [M, L])."""
-    ape = (np.abs(pred - target) / np.abs(target) * 100.0).sum(1)
+    ape = metrics.ape_pct(pred, target).sum(1)
     return np.bincount(cell_ids, weights=ape, minlength=num_cells)
 
 
@@ -174,7 +175,7 @@ def knockout(rr: RoutedRun, perms: np.ndarray, role: str = "test") -> tuple[dict
     cls = soh_class(r.soh)
 
     def by_class(pred):
-        ape = (np.abs(pred - target) / target * 100.0).mean(1)
+        ape = metrics.mape_pct(pred, target, axis=1)
         return {c: (float(ape[cls == c].mean()) if np.any(cls == c) else float("nan")) for c in range(3)}
 
     base = by_class(r.pred.mean(0))

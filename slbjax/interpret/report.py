@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from slbjax.data.features import FEATURE_NAMES_6, FEATURE_NAMES_12
+from slbjax.evaluate import metrics
 from slbjax.interpret import figures, perturb, stats
 from slbjax.interpret.labels import align_members, relabel
 from slbjax.interpret.samples import ROLES, RoutedRun, route_run
@@ -85,7 +86,7 @@ def interpret(run_dir: str | Path, out_dir: str | Path, data_dir: Path | None, l
     tw = aligned["test"]  # [N, M, E]
     ensemble_pred = test.pred.mean(0)
     target = np.asarray(test.windows.target, np.float64)
-    m["test_mape_pct"] = float(np.mean(np.abs(ensemble_pred - target) / target) * 100)
+    m["test_mape_pct"] = metrics.mape_pct(ensemble_pred, target)
 
     # --- specialisation, stage link, regimes (test samples, per member)
     specs = [stats.specialisation(tw[i], test.soh, k) for i in range(n)]
@@ -190,7 +191,7 @@ def interpret(run_dir: str | Path, out_dir: str | Path, data_dir: Path | None, l
     # --- Fig. 4g: iMOE vs iMOE-linear embeddings
     if linear_run is not None:
         _log(f"embeddings of {linear_run}")
-        lin = route_run(linear_run, data_dir, require_router=False)
+        lin = route_run(linear_run, data_dir, require_router=False, roles=("test",))  # its embedding only
         if lin.roles["test"].batch.size != test.batch.size:
             raise ValueError(f"{linear_run} has {lin.roles['test'].batch.size} test samples, {run_dir} has "
                              f"{test.batch.size}: compare runs of the same data")
@@ -214,7 +215,7 @@ def interpret(run_dir: str | Path, out_dir: str | Path, data_dir: Path | None, l
                           f"SOH class from router weights: fit on {len(fit_cells)} training cells, "
                           f"scored on {len(scored_cells)} test cells"),
         figures.mape_by_soh(fig_dir / "fig4e_mape_by_soh.png", test.soh,
-                            (np.abs(ensemble_pred - target) / target * 100).mean(1),
+                            metrics.mape_pct(ensemble_pred, target, axis=1),
                             {key[3:]: b for key, b in bands.items() if key.startswith("soh")}),
         figures.importance(fig_dir / "fig4f_noise_importance.png", noise_rows, base,
                            f"Gaussian noise (sigma = 1 training std) on one feature, {draws} draws; "

@@ -104,8 +104,9 @@ def member_apply(run: Run):
     return jax.jit(jax.vmap(per_sample, in_axes=(0, None, None, None, 0)))
 
 
-def route_run(path: str | Path, data_dir: Path | None, require_router: bool = True) -> RoutedRun:
-    """Reloads an iMOE run and evaluates its members on every role's samples.
+def route_run(path: str | Path, data_dir: Path | None, require_router: bool = True,
+              roles: tuple[str, ...] = ROLES) -> RoutedRun:
+    """Reloads an iMOE run and evaluates its members on the samples of ``roles`` (test always).
 
     ``require_router=False`` also accepts iMOE-linear runs (their embedding is
     compared in Fig. 4g; their "weights" are a constant [1]).
@@ -124,6 +125,8 @@ def route_run(path: str | Path, data_dir: Path | None, require_router: bool = Tr
     nominal = nominal_capacity_ah(cfg)
     routed = RoutedRun(run, nominal, {}, member_apply(run))
     for role in ROLES:
+        if role not in roles and role != "test":
+            continue
         w = windows_for(cfg, getattr(splits, role))
         if w is None or len(w) == 0:
             continue

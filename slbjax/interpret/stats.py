@@ -3,7 +3,7 @@
 Every function takes plain arrays (weights on one set of labels, see
 :mod:`slbjax.interpret.labels`) so it can be tested on constructed inputs.
 SOH is a fraction (capacity / rated capacity); life is the position of a
-sample in its cell's record (0 first row, 1 last).
+sample among its cell's prediction starts (0 first, 1 last).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import KNeighborsRegressor, NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
+from slbjax.evaluate import metrics
 from slbjax.interpret.labels import chosen
 
 SOH_CLASSES = ("Excellent (SOH >= 90 %)", "Good (80-90 %)", "Degraded (< 80 %)")
@@ -163,9 +164,14 @@ def classify_soh(train_w: np.ndarray, train_soh: np.ndarray, test_w: np.ndarray,
         pred = clf.predict(test_w)
     conf = np.zeros((3, 3), np.int64)
     np.add.at(conf, (yte, pred), 1)
+    return _class_scores(conf)
+
+
+def _class_scores(conf: np.ndarray) -> dict:
+    """Accuracy, per-class recall (NaN for an absent class) and support of a confusion matrix."""
     support = conf.sum(1)
     recall = np.where(support > 0, np.diag(conf) / np.maximum(support, 1), np.nan)
-    return {"accuracy": float(np.mean(pred == yte)), "recall": recall, "support": support, "confusion": conf}
+    return {"accuracy": float(np.trace(conf) / conf.sum()), "recall": recall, "support": support, "confusion": conf}
 
 
 def classify_soh_loco(w: np.ndarray, soh: np.ndarray, cells: np.ndarray) -> dict:
@@ -174,14 +180,12 @@ def classify_soh_loco(w: np.ndarray, soh: np.ndarray, cells: np.ndarray) -> dict
     for c in np.unique(cells):
         out = cells == c
         conf += classify_soh(w[~out], soh[~out], w[out], soh[out])["confusion"]
-    support = conf.sum(1)
-    recall = np.where(support > 0, np.diag(conf) / np.maximum(support, 1), np.nan)
-    return {"accuracy": float(np.trace(conf) / conf.sum()), "recall": recall, "support": support, "confusion": conf}
+    return _class_scores(conf)
 
 
 def mape_by_soh(pred: np.ndarray, target: np.ndarray, soh: np.ndarray) -> dict[str, dict]:
     """MAPE (%) of the samples in each SOH band (:data:`SOH_BANDS`) and class."""
-    ape = np.abs(pred - target) / np.abs(target) * 100.0
+    ape = metrics.ape_pct(pred, target)
     out = {}
     for name, (lo, hi) in SOH_BANDS.items():
         sel = (soh >= lo) & (soh < hi)
