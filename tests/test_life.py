@@ -17,7 +17,9 @@ from slbjax.configs.life import LifeConfig
 from slbjax.data import life as L
 from slbjax.data.cells import Cell
 from slbjax.decide import grouping as G
-from slbjax.errors import DataError
+from slbjax.decide.life_run import load_life_run
+from slbjax.errors import DataError, RunDirError
+from slbjax.evaluate import clusters as C
 from slbjax.evaluate import life as E
 from slbjax.models.life import LifeMLP
 from slbjax.runners import life as R
@@ -80,6 +82,58 @@ def test_training_starts_and_measurable_errors():
     with pytest.raises(DataError, match="no relaxation voltage"):
         L.arrival_features(_cell(cap, relaxation=False), 0, 10)
     assert L.arrival_features(cell, 0, 10).shape == (len(L.FEATURE_NAMES),)
+
+
+def test_soh_features_read_one_cycle_and_never_the_capacity():
+    rng = np.random.default_rng(0)
+    cell = _cell(1.9 - 0.01 * np.arange(30))
+    cell = Cell(**{**cell.__dict__, "qv": rng.uniform(size=(30, 50)),
+                   "relaxation": tuple(4.1 + 0.05 * rng.uniform(size=90) for _ in range(30))})
+    x = L.soh_features(cell, [3, 7])
+    assert x.shape == (2, len(L.SOH_FEATURE_NAMES)) == (2, 16)
+    np.testing.assert_array_equal(x[1, :10], cell.qv[7, list(L.QV_POINTS_USED)])
+    assert x[1, 10] == pytest.approx(cell.relaxation[7].mean())
+    other = Cell(**{**cell.__dict__, "capacity_ah": cell.capacity_ah * 0.5})
+    np.testing.assert_array_equal(L.soh_features(other, [3, 7]), x)  # the answer is no input
+    with pytest.raises(DataError, match="no relaxation voltage"):
+        L.soh_features(_cell(np.ones(5), relaxation=False), [0])
+
+
+def test_clusters_by_hand():
+    rng = np.random.default_rng(3)
+    centres = np.array([[0, 0], [10, 0], [0, 10]])
+    truth = np.repeat([0, 1, 2], 20)
+    x = centres[truth] + rng.normal(scale=0.5, size=(60, 2))
+    x = np.concatenate([x, np.ones((60, 1))], axis=1)  # a constant column is dropped
+    labels = C.kmeans_labels(x, 3, seed=0)
+    assert C.agreement(labels, truth) == pytest.approx(1.0)
+    assert C.agreement((labels + 1) % 3, truth) == pytest.approx(1.0)  # names do not matter
+    # lives 10, 10 | 100, 1000: log-variance between the two clusters' means, by hand
+    lives = np.array([10.0, 10.0, 100.0, 1000.0])
+    y = np.log(lives)
+    total = np.sum((y - y.mean()) ** 2)
+    within = np.sum((y[2:] - y[2:].mean()) ** 2)
+    assert C.life_variance_explained(np.array([0, 0, 1, 1]), lives) == pytest.approx(1 - within / total)
+    assert C.life_variance_explained(np.array([0, 1, 2, 3]), lives) == pytest.approx(1.0)
+    assert C.life_variance_explained(np.zeros(4, int), lives) == pytest.approx(0.0)
+
+
+def test_scalar_network_learns_soh_and_exposes_its_representation():
+    """The SOH estimator is the life network without shape head, in the same core."""
+    rng = np.random.default_rng(2)
+    n = 300
+    x = rng.normal(size=(n, 4))
+    soh = 70 + 5 * x[:, 0] - 3 * x[:, 1]
+    specs = [T.MemberSpec(np.arange(0, 240), np.arange(240, n), s) for s in (1, 2)]
+    net = LifeMLP(hidden=(16, 8), levels=0)
+    params, hp, _ = T.fit_members(net, x, soh, np.zeros((n, 0)), np.arange(n), specs, epochs=200,
+                                  patience=200, batch_size=32, learning_rate=1e-2,
+                                  shape_weight=0.0, weight_decay=0.0, log=lambda s: None)
+    pred, shares = T.predict_members(net, params, hp, x)
+    assert shares.shape == (2, n, 0)
+    assert np.abs(pred[:, 240:] - soh[240:]).mean() < 0.5  # spread of the SOH is ~5.8 points
+    hidden = T.embed_members(net, params, hp, x[:5])
+    assert hidden.shape == (2, 5, 8) and np.isfinite(hidden).all()
 
 
 # ---------------------------------------------------------------- conformal, cross-fold
@@ -211,6 +265,23 @@ def test_life_run_on_a_subset_of_lsd_files(life_run):
     assert all(np.shape(a)[0] == 2 for a in jax.tree_util.tree_leaves(params))
     traj = pd.read_csv(run / "trajectories.csv")
     assert set(traj.cell) == set(cells.cell)
+    # the SOH of the measured cycle, out of fold; the table and the metrics agree
+    assert cells.soh.to_numpy() == pytest.approx(cells.capacity_ah.to_numpy() / 2.4)
+    for m, col in (("slbjax", "estimated_soh"), ("ridge", "ridge_estimated_soh"),
+                   ("forest", "forest_estimated_soh")):
+        assert metrics[f"{m}_soh_arrival_mae_pct"] == pytest.approx(
+            100 * np.abs(cells[col] - cells.soh).mean())
+        assert np.isfinite(metrics[f"{m}_soh_mae_pct"]) and np.isfinite(metrics[f"{m}_soh_rmse_pct"])
+    assert metrics["soh_mae_pct"] == metrics["slbjax_soh_mae_pct"]
+    assert metrics["soh_num_samples"] == metrics["num_training_arrivals"]
+    clusters = pd.read_csv(run / "clusters.csv")
+    assert metrics["cluster_k"] == 4  # 8 groups asked, at most 9 cells / 2
+    assert list(clusters.cell) == list(cells.cell)
+    for name in ("soh_net", "life_net", "arrival_features", "soh_features", "true_life_group"):
+        assert clusters[name].nunique() == 4, name
+    assert metrics["cluster_soh_net_ari_true_life"] == pytest.approx(
+        C.agreement(clusters.soh_net.to_numpy(), clusters.true_life_group.to_numpy()))
+    assert set(params) == {"life", "soh"} and "soh_hparams" in meta
 
 
 def _cut(src: Path, dst: Path, rows: int) -> None:
@@ -256,6 +327,24 @@ def test_triage_on_files_cut_to_their_first_cycles(life_run, lsd_subset, tmp_pat
     full = pd.read_csv(out2 / "cells.csv")
     assert full.true_life_cycles.notna().all() and (out2 / "life_parity.png").exists()
     np.testing.assert_allclose(full.predicted_life_cycles, cells.predicted_life_cycles, rtol=1e-6)
+    # the estimator reads the same last measured cycle from either file
+    np.testing.assert_allclose(full.estimated_soh, cells.estimated_soh, rtol=1e-6)
+    assert np.all(np.abs(cells.estimated_soh - cells.soh) < 0.1)
+
+
+@pytest.mark.realdata
+def test_triage_refuses_a_life_run_without_the_soh_estimator(life_run, lsd_subset, tmp_path, capsys):
+    run, _ = life_run
+    params, meta = checkpoint.load(run)
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(run / "config.json", old / "config.json")
+    checkpoint.save(old, 1, params["life"], {k: v for k, v in meta.items() if not k.startswith("soh_")})
+    with pytest.raises(RunDirError, match="holds no SOH estimator"):
+        load_life_run(old)
+    assert cli.main(["triage", "--run", str(old), "--input", str(lsd_subset / "imoe" / "LSD"),
+                     "-o", str(tmp_path / "out")]) == 2
+    assert "holds no SOH estimator" in capsys.readouterr().err
 
 
 @pytest.mark.realdata

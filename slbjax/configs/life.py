@@ -39,11 +39,14 @@ class LifeData:
 @dataclasses.dataclass(frozen=True)
 class LifeModel:
     """The life network: an MLP from the arrival features to the log life and
-    the shape of the trajectory (first-passage times of ``levels`` capacities)."""
+    the shape of the trajectory (first-passage times of ``levels`` capacities);
+    the SOH estimator: an MLP of widths ``soh_hidden`` from one cycle's Q-V
+    curve and relaxation voltage to its state of health."""
 
     hidden: tuple[int, ...] = (64, 64)
     levels: int = 10
     shape_weight: float = 1.0
+    soh_hidden: tuple[int, ...] = (64, 64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +119,9 @@ class LifeConfig:
         ):
             if value < low:
                 raise ConfigError(f"{key} must be >= {low}, got {value}")
-        if not m.hidden or min(m.hidden) < 1:
-            raise ConfigError(f"model.hidden must be positive widths, got {m.hidden}")
+        for key, widths in (("model.hidden", m.hidden), ("model.soh_hidden", m.soh_hidden)):
+            if not widths or min(widths) < 1:
+                raise ConfigError(f"{key} must be positive widths, got {widths}")
         if not (np.isfinite(d.nominal_ah) and d.nominal_ah > 0):
             raise ConfigError(f"data.nominal_ah must be a positive capacity, got {d.nominal_ah}")
         for key, value in (("data.end_soh", d.end_soh), ("train.val_share", t.val_share),

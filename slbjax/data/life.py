@@ -38,6 +38,11 @@ FEATURE_NAMES = (
     *(f"dqv_{i}" for i in QV_POINTS_USED),
     "relax_mean", "relax_skew", "relax_max", "relax_min", "relax_var", "relax_kurt",
 )
+# the SOH estimator's inputs: ONE cycle's Q-V curve and relaxation voltage, no capacity
+SOH_FEATURE_NAMES = (
+    *(f"qv_{i}" for i in QV_POINTS_USED),
+    "relax_mean", "relax_skew", "relax_max", "relax_min", "relax_var", "relax_kurt",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +105,17 @@ def arrival_features(cell: Cell, start: int, measured: int) -> np.ndarray:
     qv = cell.qv[rows][:, QV_POINTS_USED]
     relax = relaxation_features([cell.relaxation[start + measured - 1]])[0]
     return np.concatenate([[cap[-1], cap.mean(), slope], qv.mean(0), qv[-1] - qv[0], relax])
+
+
+def soh_features(cell: Cell, rows: Sequence[int]) -> np.ndarray:
+    """[len(rows), 16] single-cycle SOH inputs (:data:`SOH_FEATURE_NAMES`) of the given rows:
+    the charge capacity gained at 10 voltages of the Q-V curve and the relaxation statistics.
+    The capacity column is not an input (it is the answer)."""
+    rows = np.asarray(rows, np.int64)
+    if cell.relaxation is None:
+        check_measurable(cell, 0, 1)  # raises the life model's error for files without it
+    relax = relaxation_features([cell.relaxation[r] for r in rows])
+    return np.concatenate([cell.qv[rows][:, QV_POINTS_USED], relax], axis=1)
 
 
 def first_passage(capacity: np.ndarray, last: int, targets: np.ndarray) -> np.ndarray:

@@ -39,7 +39,9 @@ class CellPrediction:
       upper_ah: [steps] predicted capacity after ``measured_cycle`` with its band
       (until the upper bound's life); truth: the file's own capacities after the
       measured rows (may be empty); true_remaining: the file's remaining life when
-      the record reaches the end of life, else None.
+      the record reaches the end of life, else None; estimated_soh: the SOH (share
+      of the rating) the estimator reads from the last measured cycle's Q-V curve
+      and relaxation voltage.
     """
 
     cell: str
@@ -54,6 +56,7 @@ class CellPrediction:
     upper_ah: np.ndarray
     truth: np.ndarray
     true_remaining: int | None
+    estimated_soh: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +67,23 @@ class LifeRun:
     hparams: dict
     conformal_scale: float
     trajectory_conformal_scale: float
+    soh_params: object
+    soh_hparams: dict
 
     @property
     def model(self) -> LifeMLP:
         return LifeMLP(hidden=tuple(self.config.model.hidden), levels=self.config.model.levels)
+
+    @property
+    def soh_model(self) -> LifeMLP:
+        return LifeMLP(hidden=tuple(self.config.model.soh_hidden), levels=0)
+
+    def estimate_soh(self, cells: list[Cell]) -> np.ndarray:
+        """[cells] SOH (share of the rating) of the last measured row of every cell."""
+        rows = [self.config.data.measured_cycles - 1]
+        x = np.concatenate([life_data.soh_features(c, rows) for c in cells])
+        soh_pct = predict_members(self.soh_model, self.soh_params, self.soh_hparams, x)[0]
+        return soh_pct.mean(0) / 100.0
 
     def predict(self, cells: list[Cell]) -> list[CellPrediction]:
         """Predictions from the first ``data.measured_cycles`` rows of every cell."""
@@ -80,6 +96,7 @@ class LifeRun:
         mu_t, sd_t = log_times.mean(0), log_times.std(0, ddof=1)
         lo, hi = interval(mu, sd, self.conformal_scale)
         lo_t, hi_t = interval(mu_t, sd_t, self.trajectory_conformal_scale)
+        soh = self.estimate_soh(cells)
         out = []
         for i, c in enumerate(cells):
             c_last = float(c.capacity_ah[m - 1])
@@ -96,6 +113,7 @@ class LifeRun:
                 upper_ah=life_data.trajectory_from_times(c_last, lev, hi_t[i], steps),
                 truth=truth,
                 true_remaining=life_data.cell_targets(c, 0, m, end_ah, 2)[0] if reaches else None,
+                estimated_soh=float(soh[i]),
             ))
         return out
 
@@ -113,15 +131,19 @@ def load_life_run(path: str | os.PathLike) -> LifeRun:
     params, meta = checkpoint.load(path)
     if meta.get("family") != "life":
         raise RunDirError(f"{path}: checkpoint of family {meta.get('family')!r}, expected 'life'")
+    if not isinstance(params, dict) or set(params) != {"life", "soh"} or "soh_hparams" not in meta:
+        raise RunDirError(f"{path}: the checkpoint holds no SOH estimator (a life run older than "
+                          "the estimator); train it again with slbjax run life-lsd")
     cfg = from_dict(LifeConfig, meta["config"])
-    hp = {k: np.asarray(v, np.float32) for k, v in meta["hparams"].items()}
-    return LifeRun(path, cfg, params, hp, float(meta["conformal_scale"]),
-                   float(meta["trajectory_conformal_scale"]))
+    stats = lambda d: {k: np.asarray(v, np.float32) for k, v in d.items()}  # noqa: E731
+    return LifeRun(path, cfg, params["life"], stats(meta["hparams"]), float(meta["conformal_scale"]),
+                   float(meta["trajectory_conformal_scale"]), params["soh"], stats(meta["soh_hparams"]))
 
 
 def prediction_table(preds: list[CellPrediction], nominal_ah: float) -> pd.DataFrame:
-    """``cell, measured_cycle, capacity_ah, soh, predicted_life_cycles, life_lower90, life_upper90``
-    (+ ``true_life_cycles`` where the file reaches the end of life)."""
+    """``cell, measured_cycle, capacity_ah, soh, predicted_life_cycles, life_lower90, life_upper90,
+    estimated_soh, true_life_cycles`` (NaN where the file does not reach the end of life).
+    ``soh`` is the measured capacity over the rating, ``estimated_soh`` the estimator's."""
     return pd.DataFrame({
         "cell": [p.cell for p in preds],
         "measured_cycle": [p.measured_cycle for p in preds],
@@ -130,6 +152,7 @@ def prediction_table(preds: list[CellPrediction], nominal_ah: float) -> pd.DataF
         "predicted_life_cycles": [p.remaining for p in preds],
         "life_lower90": [p.lower for p in preds],
         "life_upper90": [p.upper for p in preds],
+        "estimated_soh": [p.estimated_soh for p in preds],
         "true_life_cycles": [p.true_remaining if p.true_remaining is not None else np.nan
                              for p in preds],
     })

@@ -120,7 +120,7 @@ def run(run_path: Path, input_path: Path, out: Path, *, num_groups: int | None =
                                groups=groups.group.tolist())
     groups = groups.merge(result.table, on="group")
     table = table.merge(groups[["group", "application"]], on="group")
-    table.loc[:, [*CELL_COLUMNS, "true_life_cycles"]].to_csv(out / "cells.csv", index=False)
+    table.loc[:, [*CELL_COLUMNS, "estimated_soh", "true_life_cycles"]].to_csv(out / "cells.csv", index=False)
     groups.to_csv(out / "groups.csv", index=False)
     figures = [draw_group_trajectories(table, preds, out, life_run.config.end_ah),
                draw_parity(table, out), draw_assignment(groups, out)]

@@ -32,6 +32,12 @@ def mape_pct(pred: np.ndarray, true: np.ndarray, axis: int | None = None):
     return float(ape[ok].mean()) if ok.any() else float("nan")
 
 
+def mae(pred: np.ndarray, true: np.ndarray) -> float:
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    ok = np.isfinite(true)
+    return float(np.mean(np.abs(pred[ok] - true[ok]))) if ok.any() else float("nan")
+
+
 def rmse(pred: np.ndarray, true: np.ndarray) -> float:
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     ok = np.isfinite(true)

@@ -12,12 +12,21 @@
    and after the cross-fold conformal step (:mod:`slbjax.evaluate.life`), the
    trajectory's coverage and MAPE; the same for ridge and random-forest
    baselines on the same folds, features and training arrivals.
-5. With ``data.sorting_subdir`` present: every cell is predicted out of fold
+5. SOH of the measured cycle (Wu et al. 2025): an estimator from that one
+   cycle's Q-V curve and relaxation voltage (not its capacity), trained in
+   the same program layout on the same folds and scored out of fold at every
+   training arrival and at arrival (MAE, RMSE in % SOH), next to ridge and
+   random forest on the same inputs.
+6. With ``data.sorting_subdir`` present: every cell is predicted out of fold
    from its deep-sorting feature cycle, the cells are sorted by predicted life
    and cut into groups, and the partition is scored with the sorting metrics
    next to the published method, its baselines and the oracle (``grouping.csv``).
-6. Writes ``cells.csv``, ``trajectories.csv``, ``history.csv``, the final
-   members' checkpoint (with the conformal multiplier), and returns the metrics.
+7. Clusters of the cells on the final networks' representations and on the
+   raw features, compared with groups of equal true life (``clusters.csv``,
+   :mod:`slbjax.evaluate.clusters`).
+8. Writes ``cells.csv``, ``trajectories.csv``, ``history.csv``, the final
+   members' checkpoint (life and SOH networks, with the conformal multipliers),
+   and returns the metrics.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from slbjax.data.imoe_files import find_cell_files, load_cell_file
 from slbjax.data.sorting import TRAJECTORIES_FILE, SortingData, load_sorting
 from slbjax.decide import grouping
 from slbjax.errors import ConfigError, DataError
+from slbjax.evaluate import clusters as cluster_eval
 from slbjax.evaluate import life as life_eval
 from slbjax.evaluate import metrics as metric_fns
 from slbjax.evaluate.conformal import conformal_quantile, normalised_scores
@@ -232,9 +242,13 @@ def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) ->
         scores, base_pred[kind] = _score_method(kind, b_mu, b_sd, truth, fold, t.interval_level)
         out.update(scores)
 
-    # ---- the saved model: final members, multiplier from every held-out cell
+    # ---- SOH of the measured cycle, from its Q-V curve and relaxation voltage
     e = t.ensemble_size
     final = slice(t.folds * e, (t.folds + 1) * e)
+    soh = _soh_estimation(cfg, cells, train_arr, fold, specs, final)
+    out.update(soh.metrics)
+
+    # ---- the saved model: final members, multiplier from every held-out cell
     q_final = conformal_quantile(normalised_scores(mu, sd, np.log(truth)), t.interval_level)
     q_traj_final = conformal_quantile(normalised_scores(mu_t, sd_t, true_t), t.interval_level)
     final_params = jax.tree_util.tree_map(lambda a: np.asarray(a)[final], params)
@@ -242,7 +256,10 @@ def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) ->
     run_dir = Path(run_dir)
     table = pd.DataFrame({
         "cell": [c.name for c in cells], "fold": fold, "measured_cycle": [int(c.cycle[d.measured_cycles - 1]) for c in cells],
-        "capacity_ah": arrival.last_capacity, "true_remaining_cycles": arrival.remaining,
+        "capacity_ah": arrival.last_capacity, "soh": arrival.last_capacity / d.nominal_ah,
+        **{("estimated_soh" if k == "slbjax" else f"{k}_estimated_soh"): v / 100
+           for k, v in soh.arrival.items()},
+        "true_remaining_cycles": arrival.remaining,
         "predicted_remaining_cycles": life_pred["pred"], "lower90_cycles": life_pred["lower"],
         "upper90_cycles": life_pred["upper"],
         **{f"{k}_predicted_remaining_cycles": base_pred[k]["pred"] for k in BASELINES},
@@ -253,13 +270,23 @@ def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) ->
                              **r.history}) for i, r in enumerate(results)]).to_csv(
         run_dir / "history.csv", index=False)
 
+    partitions = {}
     if sorting is not None:
-        out.update(_grouping(cfg, model, params, hp, cells, fold, sorting, run_dir))
+        group_metrics, partitions = _grouping(cfg, model, params, hp, cells, fold, sorting, run_dir)
+        out.update(group_metrics)
+    final_hp = {k: np.asarray(v[final]) for k, v in hp.items() if k in life_train.STAT_KEYS}
+    life_embedding = life_train.embed_members(model, final_params, final_hp, arrival.x)
+    out.update(_clusters(cfg, cells, arrival, {
+        "soh_net": soh.embedding, "life_net": np.concatenate(list(life_embedding), axis=1),
+        "arrival_features": arrival.x, "soh_features": soh.arrival_x,
+    }, partitions, run_dir))
 
-    checkpoint.save(run_dir, int(max(r.best_epoch for r in results)), final_params, {
+    checkpoint.save(run_dir, int(max(r.best_epoch for r in results)),
+                    {"life": final_params, "soh": soh.params}, {
         "family": "life", "config": to_dict(cfg),
-        "hparams": {k: np.asarray(v[final]).tolist() for k, v in hp.items()
-                    if k in ("x_mean", "x_std", "z_mean", "z_std")},
+        "hparams": {k: v.tolist() for k, v in final_hp.items()},
+        "soh_hparams": {k: v.tolist() for k, v in soh.hparams.items()},
+        "soh_feature_names": list(life_data.SOH_FEATURE_NAMES),
         "conformal_scale": q_final, "trajectory_conformal_scale": q_traj_final,
         "feature_names": list(life_data.FEATURE_NAMES),
     })
@@ -273,14 +300,119 @@ def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) ->
     # headline names without the method prefix
     for k in ("mape_pct", "spearman", "picp90", "interval_width90_cycles"):
         out[f"life_{k}"] = out[f"slbjax_life_{k}"]
+    for k in ("mae_pct", "rmse_pct"):
+        out[f"soh_{k}"] = out[f"slbjax_soh_{k}"]
     _log(f"out of fold: life MAPE {out['life_mape_pct']:.2f} %, Spearman {out['life_spearman']:.3f}, "
          f"PICP90 {out['slbjax_life_picp90_uncalibrated']:.3f} -> {out['life_picp90']:.3f}; "
          f"ridge {out['ridge_life_mape_pct']:.2f} %, forest {out['forest_life_mape_pct']:.2f} %")
+    _log(f"SOH of the measured cycle, out of fold: MAE {out['soh_mae_pct']:.2f} %, RMSE "
+         f"{out['soh_rmse_pct']:.2f} % SOH (ridge {out['ridge_soh_mae_pct']:.2f}, forest "
+         f"{out['forest_soh_mae_pct']:.2f} % MAE)")
     return out
 
 
-def _grouping(cfg, model, params, hp, cells, fold, sorting, run_dir: Path) -> dict[str, float]:
-    """Out-of-fold predictions from the sorting feature cycle, grouped and scored."""
+class SohEstimate(NamedTuple):
+    """The SOH estimator's scores and what later steps use: ``arrival`` [cells] out-of-fold
+    SOH (%) at arrival per method, ``arrival_x`` its inputs, ``embedding`` [cells, members * H]
+    the final members' last hidden layers side by side, and the final members (params, hparams)."""
+
+    metrics: dict[str, float]
+    arrival: dict[str, np.ndarray]
+    arrival_x: np.ndarray
+    embedding: np.ndarray
+    params: object
+    hparams: dict[str, np.ndarray]
+
+
+def _soh_inputs(cells: list[Cell], arr: life_data.Arrivals, measured: int, nominal_ah: float):
+    """([S, 16] single-cycle inputs, [S] SOH in %) of the last measured row of every arrival."""
+    rows = arr.start + measured - 1
+    x = np.empty((len(arr), len(life_data.SOH_FEATURE_NAMES)))
+    y = np.empty(len(arr))
+    for i, cell in enumerate(cells):
+        mine = np.flatnonzero(arr.cell == i)
+        x[mine] = life_data.soh_features(cell, rows[mine])
+        y[mine] = 100.0 * cell.capacity_ah[rows[mine]] / nominal_ah
+    return x, y
+
+
+def _soh_estimation(cfg: LifeConfig, cells: list[Cell], train_arr: life_data.Arrivals,
+                    fold: np.ndarray, specs, final: slice) -> SohEstimate:
+    """Trains the SOH members (same specs as the life members) and the baselines; scores
+    them on the held-out cells of every fold: all training arrivals and the arrival itself."""
+    d, t = cfg.data, cfg.train
+    x, y = _soh_inputs(cells, train_arr, d.measured_cycles, d.nominal_ah)
+    arrival = life_data.build_arrivals(cells, [[0]] * len(cells), d.measured_cycles, cfg.end_ah, 2)
+    x_arr, y_arr = _soh_inputs(cells, arrival, d.measured_cycles, d.nominal_ah)
+    net = LifeMLP(hidden=tuple(cfg.model.soh_hidden), levels=0)
+    params, hp, _ = life_train.fit_members(
+        net, x, y, np.zeros((len(x), 0)), train_arr.cell, specs, epochs=t.epochs,
+        patience=t.patience, batch_size=t.batch_size, learning_rate=t.learning_rate,
+        shape_weight=0.0, weight_decay=t.weight_decay, log=lambda s: _log(f"SOH {s}"))
+    e = t.ensemble_size
+    row_fold = fold[train_arr.cell]
+    by_fold = lambda pm, f: pm[f * e:(f + 1) * e].mean(0)  # noqa: E731
+    pm_rows = life_train.predict_members(net, params, hp, x)[0]
+    pm_arr = life_train.predict_members(net, params, hp, x_arr)[0]
+    pred = {"slbjax": (np.empty(len(x)), np.empty(len(cells)))}
+    for kind in BASELINES:
+        pred[kind] = (np.empty(len(x)), np.empty(len(cells)))
+    for f in range(t.folds):
+        rows, test = row_fold == f, fold == f
+        pred["slbjax"][0][rows] = by_fold(pm_rows[:, rows], f)
+        pred["slbjax"][1][test] = by_fold(pm_arr[:, test], f)
+        for kind in BASELINES:
+            fit = life_eval.fit_baseline(kind, x[~rows], y[~rows], train_arr.cell[~rows], t.seed,
+                                         t.forest_trees)
+            pred[kind][0][rows] = fit.predict(x[rows])
+            pred[kind][1][test] = fit.predict(x_arr[test])
+    out = {}
+    for name, (p_rows, p_arr) in pred.items():
+        out[f"{name}_soh_mae_pct"] = metric_fns.mae(p_rows, y)
+        out[f"{name}_soh_rmse_pct"] = metric_fns.rmse(p_rows, y)
+        out[f"{name}_soh_arrival_mae_pct"] = metric_fns.mae(p_arr, y_arr)
+        out[f"{name}_soh_arrival_rmse_pct"] = metric_fns.rmse(p_arr, y_arr)
+    out["soh_num_samples"] = len(x)
+    final_params = jax.tree_util.tree_map(lambda a: np.asarray(a)[final], params)
+    final_hp = {k: np.asarray(v[final]) for k, v in hp.items() if k in life_train.STAT_KEYS}
+    hidden = life_train.embed_members(net, final_params, final_hp, x_arr)  # [e, cells, H]
+    return SohEstimate(out, {k: v[1] for k, v in pred.items()}, x_arr,
+                       np.concatenate(list(hidden), axis=1), final_params, final_hp)
+
+
+def _clusters(cfg: LifeConfig, cells: list[Cell], arrival: life_data.Arrivals,
+              representations: dict[str, np.ndarray], partitions: dict[str, np.ndarray],
+              run_dir: Path) -> dict[str, float]:
+    """k-means of each representation (k = ``group.num_groups``, at most cells / ``min_size``),
+    scored against groups of equal true life, and against the grouping partitions."""
+    g = cfg.group
+    k = max(2, min(g.num_groups, len(cells) // g.min_size))
+    lives = arrival.remaining.astype(np.float64)
+    truth = grouping.oracle_groups(lives, k)
+    table = {"cell": [c.name for c in cells], "true_remaining_cycles": arrival.remaining,
+             "true_life_group": truth}
+    out = {"cluster_k": k,  # the ceiling: groups cut from the true lives themselves
+           "cluster_true_life_group_life_variance_explained":
+               cluster_eval.life_variance_explained(truth, lives)}
+    labelled = {name: cluster_eval.kmeans_labels(x, k, cfg.train.seed)
+                for name, x in representations.items()}
+    for name, labels in {**labelled, **partitions}.items():
+        table[name] = labels
+        out[f"cluster_{name}_ari_true_life"] = cluster_eval.agreement(labels, truth)
+        out[f"cluster_{name}_life_variance_explained"] = cluster_eval.life_variance_explained(
+            labels, lives)
+    for name in labelled:
+        for ref, labels in partitions.items():
+            out[f"cluster_{name}_ari_{ref}"] = cluster_eval.agreement(labelled[name], labels)
+    pd.DataFrame(table).to_csv(run_dir / "clusters.csv", index=False)
+    _log(f"clusters (k = {k}) vs equal-true-life groups, ARI: " + ", ".join(
+        f"{n} {out[f'cluster_{n}_ari_true_life']:.2f}" for n in labelled))
+    return out
+
+
+def _grouping(cfg, model, params, hp, cells, fold, sorting, run_dir: Path):
+    """Out-of-fold predictions from the sorting feature cycle, grouped and scored; returns
+    (metrics, {partition name: [cells] labels in the LSD cells' order})."""
     d = cfg.data
     starts, data, order = sorting
     arr = life_data.build_arrivals(cells, [[int(s)] for s in starts], d.measured_cycles, cfg.end_ah,
@@ -297,7 +429,7 @@ def _grouping(cfg, model, params, hp, cells, fold, sorting, run_dir: Path) -> di
     distances = grouping.aging_distances(data.trajectories, scfg.sort.pad_ah)
     ours = sort_runner.score_partition(labels, data, distances)
     ours_equal = sort_runner.score_partition(equal, data, distances)
-    at_seed, seeds, _ = sort_runner.seed_tables(scfg, data)
+    at_seed, seeds, sort_labels = sort_runner.seed_tables(scfg, data)
     sort_metrics, table = sort_runner.summarise(at_seed, seeds)
     rows = [{"method": "slbjax_life_partition", **ours}, {"method": "slbjax_life_equal", **ours_equal}]
     out = {f"group_slbjax_{k}": v for k, v in ours.items()}
@@ -318,8 +450,10 @@ def _grouping(cfg, model, params, hp, cells, fold, sorting, run_dir: Path) -> di
     pd.DataFrame({"cell": data.cells, "group": labels + 1, "predicted_life_cycles": predicted,
                   "true_life_cycles": data.lives}).to_csv(run_dir / "groups.csv", index=False)
     out["group_num_groups"] = len(grouping.group_sizes(labels))
+    # the partitions in the LSD cells' order, for the clusters' comparison
+    partitions = {"slbjax_life_groups": labels[order], "sort_deep": sort_labels[order]}
     _log(f"grouping: lifetime {ours['lifetime_cycles']:.2f} cycles, aging difference "
          f"{ours['aging_difference']:.2f} (published method, seed {scfg.sort.seed}: "
          f"{out['group_second_refinement_lifetime_cycles']:.2f} / "
          f"{out['group_second_refinement_aging_difference']:.2f})")
-    return out
+    return out, partitions

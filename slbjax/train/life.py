@@ -12,6 +12,8 @@ Loss per row: ``(z - z_true)^2 + shape_weight * mean_j (share_j - share_true_j)^
 with ``z`` the standardised log remaining life and ``share_j = t_j / R`` the
 first-passage time of level j as a share of the life (see
 :mod:`slbjax.data.life`).  AdamW; early stopping on the member's validation cells.
+The SOH estimator trains in the same way: a network without shape head
+(``levels = 0``), ``z`` its SOH and ``shares`` an empty [S, 0] table.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import optax
 
 from slbjax.models.life import LifeMLP
 from slbjax.train import loop
+
+STAT_KEYS = ("x_mean", "x_std", "z_mean", "z_std")  # what prediction needs of a member's hparams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +75,8 @@ def life_task(model: LifeMLP, num_rows: int, max_train_rows: int, batch_size: in
 
     def row_loss(params, x, z, shares):
         zp, sp = jax.vmap(lambda xi: model.apply(params, xi))(x)
+        if not model.levels:  # a scalar regressor (the SOH estimator)
+            return (zp - z) ** 2
         return (zp - z) ** 2 + shape_weight * jnp.mean((sp - shares) ** 2, axis=-1)
 
     def loss(params, batch, mask, rng, hp):
@@ -124,6 +130,18 @@ def predict_members(model: LifeMLP, params, hp: dict, x: np.ndarray) -> tuple[np
         z, shares = jax.vmap(lambda xi: model.apply(p, xi))(xs)
         return z * h["z_std"] + h["z_mean"], shares
 
-    stats = {k: hp[k] for k in ("x_mean", "x_std", "z_mean", "z_std")}
+    stats = {k: hp[k] for k in STAT_KEYS}
     log_life, shares = jax.jit(jax.vmap(one))(params, stats)
     return np.asarray(log_life, np.float64), np.asarray(shares, np.float64)
+
+
+def embed_members(model: LifeMLP, params, hp: dict, x: np.ndarray) -> np.ndarray:
+    """[N, S, H] last hidden layer of N members for raw features x [S, F]."""
+
+    def one(p, h):
+        xs = (jnp.asarray(x, jnp.float32) - h["x_mean"][None, :]) / h["x_std"][None, :]
+        _, state = jax.vmap(lambda xi: model.apply(p, xi, mutable=["intermediates"]))(xs)
+        return state["intermediates"]["hidden"][0]
+
+    stats = {k: hp[k] for k in ("x_mean", "x_std")}
+    return np.asarray(jax.jit(jax.vmap(one))(params, stats), np.float64)
