@@ -1,7 +1,8 @@
 """The ``slbjax`` command.
 
   slbjax list
-  slbjax run EXPERIMENT [--set k=v ...] [--data-dir DIR] [--workdir DIR] [--smoke] [--overwrite]
+  slbjax show EXPERIMENT [--smoke] [--set k=v ...]
+  slbjax run EXPERIMENT [--set k=v ...] [--data-dir DIR] [--workdir DIR] [--smoke] [--overwrite | --resume]
   slbjax sweep EXPERIMENT --grid k=v1,v2 [--grid ...] [--set k=v ...] [--workdir DIR] [--smoke]
   slbjax report SUITE [--smoke] [--data-dir DIR] [--workdir DIR]
   slbjax predict --run DIR --input PATH [-o OUT.csv] [--overwrite]
@@ -14,7 +15,11 @@ Errors a user can fix are printed as one ``error: ...`` line (exit status 2).
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from slbjax.errors import SlbjaxError
@@ -31,6 +36,25 @@ def cmd_list(args) -> int:
     for name in exps.names():
         print(f"{name:20s} {exps.summary(name)}")
     return 0
+
+
+def cmd_show(args) -> int:
+    from slbjax.config import apply_overrides, describe
+
+    module = _experiments().load(args.experiment)
+    cfg = apply_overrides(module.get_config(smoke=args.smoke), args.set or [])
+    rows = describe(cfg)
+    print(f"# {args.experiment}{' (smoke)' if args.smoke else ''}: {type(cfg).__name__}, "
+          f"family {type(cfg).family}; set any key with --set KEY=VALUE")
+    wk, wt = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    for key, tp, value in rows:
+        print(f"{key:{wk}s}  {tp:{wt}s}  {value}")
+    return 0
+
+
+def _experiment_list() -> str:
+    exps = _experiments()
+    return "experiments:\n" + "\n".join(f"  {n:20s} {exps.summary(n)}" for n in exps.names())
 
 
 def cmd_run(args) -> int:
@@ -50,8 +74,12 @@ def cmd_run(args) -> int:
     run_dir = Path(args.workdir) if args.workdir else rundir.default_run_dir(args.experiment)
     print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
     point = rundir.RunPoint(args.experiment, cfg, run_dir)
+    if args.resume and not args.workdir:
+        from slbjax.errors import ConfigError
+
+        raise ConfigError("--resume needs the --workdir of the run to continue")
     (metrics,), _ = rundir.execute([point], resolve_data_dir(args.data_dir), reuse=False,
-                                   overwrite=args.overwrite)
+                                   overwrite=args.overwrite, resume=args.resume)
     print(f"wrote {run_dir / rundir.METRICS_FILE}", file=sys.stderr)
     for k in ("test_mape_pct", "test_rmse_ah", "test_r2", "interp_soh_mape_generated_pct",
               "extrap_soh_mape_generated_pct", "train_seconds"):
@@ -126,10 +154,32 @@ def cmd_predict(args) -> int:
     if out is None:
         table.to_csv(sys.stdout, index=False)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
+        write_table(table, out)
         print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
     return 0
+
+
+def write_table(table, out: Path) -> None:
+    """Writes a CSV to a temporary name beside ``out`` and moves it into place, so a full
+    disk or a kill leaves no half-written file; a device (``/dev/stdout``) is written directly.
+    File-system faults name ``out``."""
+    try:
+        if out.exists() and not out.is_file() and not out.is_dir():
+            table.to_csv(out, index=False)
+            return
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file name", str(out))
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        try:
+            table.to_csv(tmp, index=False)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(out)) from None
+        raise
 
 
 def cmd_generate(args) -> int:
@@ -165,20 +215,39 @@ def cmd_interpret(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(list_experiments: bool = False) -> argparse.ArgumentParser:
+    """The argument parser; ``list_experiments`` puts the experiments into the help of
+    ``run`` and ``show`` (read only when help is asked for: it imports every experiment)."""
+    from slbjax import __version__
+
     p = argparse.ArgumentParser(prog="slbjax", description="Second-life battery research in JAX.")
+    p.add_argument("--version", action="version", version=f"slbjax {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    listed = {"epilog": _experiment_list() if list_experiments else None,
+              "formatter_class": argparse.RawDescriptionHelpFormatter}
 
     sub.add_parser("list", help="list experiment names").set_defaults(fn=cmd_list)
 
-    r = sub.add_parser("run", help="train and evaluate one experiment")
+    sh = sub.add_parser("show", help="print an experiment's resolved config: every key, its type "
+                        "and value", **listed)
+    sh.add_argument("experiment")
+    sh.add_argument("--smoke", action="store_true", help="the smoke config")
+    sh.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help="override a config value (repeatable)")
+    sh.set_defaults(fn=cmd_show)
+
+    r = sub.add_parser("run", help="train and evaluate one experiment", **listed)
     r.add_argument("experiment")
     r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a config value (repeatable)")
     r.add_argument("--data-dir", help="folder laid out like shared/data (default: $SLBJAX_DATA)")
     r.add_argument("--workdir", help="the run's own folder (default: a fresh one under runs/)")
     r.add_argument("--smoke", action="store_true", help="tiny size, for a quick check")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --workdir (only the files it wrote)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the killed or interrupted run in --workdir (same experiment, "
+                        "--set values and --smoke) from its saved training state")
     r.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first (multi-host data parallel)")
     r.add_argument("--coordinator", help="with --distributed: host:port of process 0")
@@ -247,8 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends a run as Ctrl-C does: marked interrupted
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(list_experiments="-h" in argv or "--help" in argv).parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         if getattr(args, "distributed", False):
             start_distributed(args.coordinator, args.num_processes, args.process_id)
@@ -259,6 +335,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (``slbjax ... | head``): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:
+        print(f"error: {_os_error_text(e)}", file=sys.stderr)
+        return 2
+
+
+def _os_error_text(e: OSError) -> str:
+    """One line for a fault of the file system: which path, what went wrong."""
+    what = e.strerror or type(e).__name__
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    if e.errno == errno.ENOSPC:
+        what += " (the disk is full)"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        what += " (the folder is not writable for you)"
+    return f"{where}: {what}" if where else f"{what} ({e})"
 
 
 if __name__ == "__main__":

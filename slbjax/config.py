@@ -89,7 +89,20 @@ def parse_value(text: str, tp: Any) -> Any:
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return "one of " + "/".join(map(str, get_args(tp)))
+    if get_origin(tp) is not None:  # tuple[int, ...], int | None
+        return str(tp).replace("typing.", "")
     return getattr(tp, "__name__", str(tp))
+
+
+def describe(cfg: Any) -> list[tuple[str, str, str]]:
+    """``(dotted key, type, value as --set takes it)`` of every key of a config."""
+    rows = []
+    for key in valid_keys(cfg):
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        rows.append((key, _type_name(field_type(cfg, key)), as_text(value)))
+    return rows
 
 
 def override(cfg: Any, key: str, text: str) -> Any:

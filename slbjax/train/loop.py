@@ -38,6 +38,7 @@ other members, the chunking or the grouping.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -52,7 +53,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from slbjax.errors import ConfigError
+from slbjax.errors import ConfigError, RunDirError
+from slbjax.train import resume
 
 DATA_AXIS = "data"
 
@@ -451,62 +453,101 @@ def fit(
     final: dict[int, tuple] = {}  # member -> (params, best val, best epoch, epochs run, lr)
     compile_seconds = 0.0
 
-    def settle(which: np.ndarray) -> None:
-        """Copies the final state of the members in lanes ``which`` to the host."""
+    def member_final(lanes_of: np.ndarray) -> list[tuple]:
         params = state.best_params if task.validate is not None else state.params
         host = jax.device_get((params, state.best_val, state.best_epoch, state.epoch,
                                state.opt_state.hyperparams["learning_rate"]))
-        for lane in which:
-            final[int(lanes[lane])] = jax.tree_util.tree_map(lambda x, lane=lane: x[lane], host)
+        return [jax.tree_util.tree_map(lambda x, lane=lane: x[lane], host) for lane in lanes_of]
 
-    t_first, first_chunk_epochs, done = None, chunk, 0
-    while done < epochs:
-        tc = time.perf_counter()
-        count = _COMPILE_COUNT[0]
-        run_chunk = program(task, (state, data_d, hparams), **settings)
-        if _COMPILE_COUNT[0] > count:
-            compile_seconds += time.perf_counter() - tc
-        state, logs = run_chunk(state, data_d, hparams)
-        logs = {k: np.asarray(v) for k, v in logs.items()}  # [lanes, chunk]
-        if t_first is None:
-            t_first = time.perf_counter()  # the first chunk includes compilation
-        done += chunk
-        val_key = f"val_{task.val_name}"
-        for lane, i in enumerate(lanes):
-            keep = ~np.isnan(logs["train_loss"][lane])
-            for name, x in logs.items():
-                hist[i].setdefault(name, []).extend(x[lane][keep].tolist())
-        stopped = np.asarray(state.stopped)
-        if task.validate is not None:
-            best = np.concatenate([np.asarray(state.best_val), [f[1] for f in final.values()]])
-            vl = logs[val_key]
-            if n == 1 and not np.isnan(vl[0]).all():
-                k = ~np.isnan(vl[0])
-                parts = [f"{name.replace('_', ' ')} {logs[name][0][k][-1]:.3e}" for name in logs]
-                log(f"epoch {int(state.epoch[0]):5d}/{epochs}  " + "  ".join(parts)
-                    + f"  best {best[0]:.3e} @ {int(state.best_epoch[0]) + 1}")
-            elif n > 1:
-                log(f"epoch {done:5d}/{epochs}  members training {int((~stopped).sum())}/{n}  "
-                    f"best {val_key} {best.min():.3e} .. {best.max():.3e}")
-        if stopped.all():
-            if done < epochs:
-                log(f"early stop: no improvement for {patience} epochs"
-                    + (" in every member" if n > 1 else ""))
-            break
-        # Stopped members would still be computed (and discarded) every epoch: once a
-        # quarter of the lanes (at least one) has stopped, the program continues with the
-        # active members only (one more compilation for the narrower program).
-        if mesh is None and stopped.sum() >= max(1, len(lanes) // 4):
-            settle(np.flatnonzero(stopped))
-            active = np.flatnonzero(~stopped)
-            state, hparams = _take_members((state, hparams), active)
-            lanes = lanes[active]
-            log(f"epoch {done:5d}/{epochs}  continuing with the {len(lanes)} active member(s) only")
+    def settle(which: np.ndarray) -> None:
+        """Copies the final state of the members in lanes ``which`` to the host."""
+        for lane, f in zip(which, member_final(which), strict=True):
+            final[int(lanes[lane])] = f
+
+    t_first, first_chunk_epochs, done, complete = None, chunk, 0, False
+    ckpt = resume.current_fit()
+    saved = ckpt.load() if ckpt is not None else None
+    if saved is not None:
+        arrays, meta = saved
+        if (meta["members"], meta["epochs"], meta["chunk"]) != (n, epochs, chunk):
+            raise RunDirError(f"the training state in {ckpt.path} is of another training "
+                              f"({meta['members']} members, {meta['epochs']} epochs, chunks of "
+                              f"{meta['chunk']}); resume needs the same config")
+        like = member_final(np.arange(1))[0]
+        as_jax = lambda t: jax.tree_util.tree_map(  # noqa: E731
+            lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), t)
+        state = _put_state(as_jax(resume.unflatten("state", arrays, state)), mesh)
+        hparams = _put(resume.unflatten("hparams", arrays, hparams), mesh)
+        final = {int(m): resume.unflatten(f"final{m}", arrays, like) for m in meta["final"]}
+        lanes, hist = np.asarray(meta["lanes"], np.int64), meta["hist"]
+        done, complete = int(meta["done"]), bool(meta["complete"])
+        log(f"resumed from the training state at epoch {done}" + (" (finished)" if complete else ""))
+
+    def save_state(finished: bool) -> None:
+        arrays = {**resume.flatten("state", state), **resume.flatten("hparams", hparams)}
+        for m, f in final.items():
+            arrays.update(resume.flatten(f"final{m}", f))
+        ckpt.save(arrays, {"members": n, "epochs": epochs, "chunk": chunk, "done": done,
+                           "lanes": lanes.tolist(), "final": sorted(final), "hist": hist,
+                           "complete": finished})
+
+    stops = resume.StopRequests(log) if ckpt is not None else contextlib.nullcontext()
+    with stops:
+        while not complete and done < epochs:
+            tc = time.perf_counter()
+            count = _COMPILE_COUNT[0]
+            run_chunk = program(task, (state, data_d, hparams), **settings)
+            if _COMPILE_COUNT[0] > count:
+                compile_seconds += time.perf_counter() - tc
+            state, logs = run_chunk(state, data_d, hparams)
+            logs = {k: np.asarray(v) for k, v in logs.items()}  # [lanes, chunk]
+            if t_first is None:
+                t_first = time.perf_counter()  # the first chunk includes compilation
+            done += chunk
+            val_key = f"val_{task.val_name}"
+            for lane, i in enumerate(lanes):
+                keep = ~np.isnan(logs["train_loss"][lane])
+                for name, x in logs.items():
+                    hist[i].setdefault(name, []).extend(x[lane][keep].tolist())
+            stopped = np.asarray(state.stopped)
+            if task.validate is not None:
+                best = np.concatenate([np.asarray(state.best_val), [f[1] for f in final.values()]])
+                vl = logs[val_key]
+                if n == 1 and not np.isnan(vl[0]).all():
+                    k = ~np.isnan(vl[0])
+                    parts = [f"{name.replace('_', ' ')} {logs[name][0][k][-1]:.3e}" for name in logs]
+                    log(f"epoch {int(state.epoch[0]):5d}/{epochs}  " + "  ".join(parts)
+                        + f"  best {best[0]:.3e} @ {int(state.best_epoch[0]) + 1}")
+                elif n > 1:
+                    log(f"epoch {done:5d}/{epochs}  members training {int((~stopped).sum())}/{n}  "
+                        f"best {val_key} {best.min():.3e} .. {best.max():.3e}")
+            if stopped.all():
+                if done < epochs:
+                    log(f"early stop: no improvement for {patience} epochs"
+                        + (" in every member" if n > 1 else ""))
+                break
+            # Stopped members would still be computed (and discarded) every epoch: once a
+            # quarter of the lanes (at least one) has stopped, the program continues with the
+            # active members only (one more compilation for the narrower program).
+            if mesh is None and stopped.sum() >= max(1, len(lanes) // 4):
+                settle(np.flatnonzero(stopped))
+                active = np.flatnonzero(~stopped)
+                state, hparams = _take_members((state, hparams), active)
+                lanes = lanes[active]
+                log(f"epoch {done:5d}/{epochs}  continuing with the {len(lanes)} active member(s) only")
+            if ckpt is not None and (ckpt.due() or stops.requested):
+                save_state(False)
+            if ckpt is not None and stops.requested:
+                log(f"saved the training state at epoch {done} in {ckpt.path}")
+                raise KeyboardInterrupt
     settle(np.arange(len(lanes)))
+    if ckpt is not None and not complete:
+        save_state(True)
     seconds = time.perf_counter() - t0
     done = min(done, epochs)
     steady = done - first_chunk_epochs  # epochs computed after compilation
-    per_epoch = (time.perf_counter() - t_first) / steady if steady > 0 else seconds / max(done, 1)
+    per_epoch = ((time.perf_counter() - t_first) / steady if steady > 0 and t_first is not None
+                 else seconds / max(done, 1))
     return [
         TrainResult(
             params=final[i][0],

@@ -1,0 +1,206 @@
+"""Run folders keep what users saved: the marker, the lock, the status, --overwrite's limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from slbjax.experiments import load
+
+from slbjax import rundir
+from slbjax.cli import main
+from slbjax.config import describe, valid_keys
+from slbjax.errors import RunDirError
+
+TINY = ["imoe-synthetic", "--smoke", "--set", "train.epochs=1", "--set", "data.synthetic_cells=10"]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _finished(path: Path, files=("metrics.json", "table.csv")) -> Path:
+    """A finished run folder written through the API, without training."""
+    with rundir.open_run_dir(path) as folder:
+        for name in files:
+            (path / name).write_text(name)
+        folder.finish()
+    return path
+
+
+@pytest.fixture
+def user_folder(tmp_path) -> Path:
+    """A folder of a user's own: a config.json of theirs, a thesis and a data folder."""
+    d = tmp_path / "mine"
+    (d / "mydata").mkdir(parents=True)
+    (d / "mydata" / "cell1.csv").write_text("Cycle,Capacity\n1,1.9\n")
+    (d / "thesis.tex").write_text("\\chapter{Results}")
+    (d / "config.json").write_text('{"mine": true}')
+    return d
+
+
+def test_overwrite_refuses_a_folder_without_the_marker(user_folder, capsys):
+    before = _snapshot(user_folder)
+    assert main(["run", *TINY, "--workdir", str(user_folder), "--overwrite"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0] == lines[-1]
+    assert errors[0].startswith("error: refusing to use") and "holds no slbjax run" in errors[0]
+    assert _snapshot(user_folder) == before and not (user_folder / rundir.LOCK_FILE).exists()
+
+
+def test_overwrite_never_clears_the_working_directory_home_or_data(tmp_path, monkeypatch, capsys):
+    run = _finished(tmp_path / "run")
+    (run / "notes.txt").write_text("keep")
+    before = _snapshot(run)
+    monkeypatch.chdir(run)
+    assert main(["run", *TINY, "--workdir", ".", "--overwrite"]) == 2
+    assert "holds the working directory" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    # a folder above the data folder
+    (run / "data").mkdir()
+    with pytest.raises(RunDirError, match="holds the data folder"):
+        rundir.prepare_run_dir(run, overwrite=True, data_dir=run / "data")
+    monkeypatch.setenv("HOME", str(run))
+    with pytest.raises(RunDirError, match="your home folder"):
+        rundir.prepare_run_dir(run, overwrite=True)
+    assert _snapshot(run) == before
+
+
+def test_overwrite_removes_only_what_the_run_wrote(tmp_path):
+    run = _finished(tmp_path / "run")
+    (run / "notes.txt").write_text("mine, added after the run")
+    marker = rundir.read_marker(run)
+    assert marker["status"] == "finished"
+    assert {"metrics.json", "table.csv"} <= set(marker["files"]) and "notes.txt" not in marker["files"]
+    with pytest.raises(RunDirError, match="holds a finished run"):
+        rundir.prepare_run_dir(run)
+    with rundir.open_run_dir(run, overwrite=True) as folder:
+        assert not (run / "table.csv").exists() and (run / "notes.txt").read_text() == \
+            "mine, added after the run"
+        assert rundir.read_marker(run)["status"] == "running"
+        (run / "metrics.json").write_text("{}")
+        folder.finish()
+    assert (run / "notes.txt").exists() and rundir.read_marker(run)["status"] == "finished"
+
+
+def test_a_second_process_cannot_write_a_locked_folder(tmp_path):
+    run = tmp_path / "run"
+    with rundir.lock_run_dir(run):
+        with pytest.raises(RunDirError, match="being written by another slbjax process"):
+            with rundir.open_run_dir(run):
+                pass
+    # and from another process, while this one writes
+    with rundir.open_run_dir(run) as folder:
+        code = ("import sys; from slbjax.cli import main; "
+                f"sys.exit(main(['run', *{TINY!r}, '--workdir', {str(run)!r}, '--overwrite']))")
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        assert other.returncode == 2 and "being written by another slbjax process" in other.stderr
+        (run / "metrics.json").write_text("{}")
+        folder.finish()
+    assert json.loads((run / "metrics.json").read_text()) == {}
+
+
+def test_status_of_failed_and_interrupted_runs_and_who_respects_it(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    monkeypatch.delenv("SLBJAX_DATA", raising=False)
+    # a run that fails on its data: marked failed, and the next run there needs no --overwrite
+    assert main(["run", "imoe-ul", "--smoke", "--workdir", str(run)]) == 2
+    assert "--data-dir" in capsys.readouterr().err
+    assert rundir.read_marker(run)["status"] == "failed"
+    with pytest.raises(RunDirError, match="did not finish .status 'failed'"):
+        rundir.read_run_config(run)
+    assert main(["predict", "--run", str(run), "--input", str(tmp_path)]) == 2
+    assert "did not finish" in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt):
+        with rundir.open_run_dir(run):
+            raise KeyboardInterrupt
+    assert rundir.read_marker(run)["status"] == "interrupted"
+    assert main(["run", *TINY, "--workdir", str(run)]) == 0
+    assert rundir.read_marker(run)["status"] == "finished"
+    assert rundir.read_run_config(run)[0] == "imoe-synthetic"
+    assert not list(run.glob(".*.tmp*"))  # JSON goes through a temporary name
+
+
+def test_sigterm_saves_the_training_state_and_marks_the_run_interrupted(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "slbjax.cli", "run", "imoe-synthetic", "--smoke", "--workdir", str(run),
+           "--set", "train.epochs=100000", "--set", "train.patience=100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu", "SLBJAX_CHECKPOINT_SECONDS": "0"})
+    deadline = time.monotonic() + 120
+    while not (run / "train-state").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and err.strip().endswith("interrupted")
+    assert "saved the training state" in err
+    assert rundir.read_marker(run)["status"] == "interrupted" and (run / "train-state").is_dir()
+
+
+def test_cli_version_show_and_run_help(capsys):
+    from slbjax import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"slbjax {__version__}"
+    assert main(["show", "imoe-ul", "--set", "train.epochs=7"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    cfg = load("imoe-ul").get_config()
+    assert len(lines) == 1 + len(valid_keys(cfg))
+    shown = {line.split()[0]: line.split(maxsplit=1)[1] for line in lines[1:]}
+    assert shown["train.epochs"].split()[-1] == "7" and shown["train.epochs"].split()[0] == "int"
+    assert describe(cfg)[0][0] == lines[1].split()[0]
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = capsys.readouterr().out
+    assert "life-lsd" in help_text and "imoe-synthetic" in help_text
+
+
+def test_broken_pipe_is_a_quiet_exit():
+    shell = f"{sys.executable} -m slbjax.cli show imoe-ul | head -n 1"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True)
+    assert out.stdout.startswith("# imoe-ul") and out.stderr == "" and out.returncode == 141
+
+
+@pytest.mark.realdata
+def test_damaged_checkpoints_and_bad_outputs_are_one_error_line(tmp_path, capsys, data_dir):
+    import shutil
+
+    run = tmp_path / "run"
+    assert main(["run", *TINY, "--workdir", str(run)]) == 0
+    cells = data_dir / "imoe" / "LSD" / "1.csv"  # one cell file
+    capsys.readouterr()
+
+    def one_error(args) -> str:
+        assert main(args) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
+        return lines[0]
+
+    truncated, no_meta = tmp_path / "truncated", tmp_path / "no_meta"
+    for d in (truncated, no_meta):
+        shutil.copytree(run, d)
+    for f in (truncated / "checkpoints").rglob("d/*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[:20])
+    shutil.rmtree(next((no_meta / "checkpoints").glob("*/meta")))
+    for d in (truncated, no_meta):
+        err = one_error(["predict", "--run", str(d), "--input", str(cells), "-o", str(tmp_path / "p.csv")])
+        assert "checkpoint is damaged or incomplete" in err and str(d) in err
+    # an output path that is a folder, a full disk
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    err = one_error(["predict", "--run", str(run), "--input", str(cells), "-o", str(folder), "--overwrite"])
+    assert err == f"error: {folder}: is a folder, expected a file name"
+    if Path("/dev/full").exists():
+        err = one_error(["predict", "--run", str(run), "--input", str(cells), "-o", "/dev/full",
+                         "--overwrite"])
+        assert err.startswith("error: /dev/full: No space left on device (the disk is full)")
