@@ -297,6 +297,17 @@ def write_config(run_dir: str | Path, experiment: str, cfg: Any) -> None:
     write_json(Path(run_dir) / CONFIG_FILE, data)
 
 
+def write_provenance(run_dir: str | Path, data_dir: Path | None, reads: set[str]) -> None:
+    """Adds the ``provenance`` section (data files and their hashes, versions, commit) to
+    ``config.json``; comparisons of configs read only its ``config`` section."""
+    from slbjax import provenance
+
+    path = Path(run_dir) / CONFIG_FILE
+    data = read_json(path)
+    data["provenance"] = provenance.describe(data_dir, reads)
+    write_json(path, data)
+
+
 def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> None:
     """Writes ``metrics.json``: a flat dict of numbers (non-finite become null)."""
     flat = {}
@@ -382,7 +393,7 @@ def execute(
     Returns:
       (metrics of each point, whether each was reused), in order.
     """
-    from slbjax import runners
+    from slbjax import provenance, runners
     from slbjax.train import resume as train_resume
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -420,6 +431,7 @@ def execute(
             if len(todo) > 1:
                 log(f"training {len(todo)} runs in one program: "
                     + ", ".join(points[i].run_dir.name for i in todo))
+            reads = stack.enter_context(provenance.recording())
             if hasattr(runner, "train_and_evaluate_group"):
                 results = runner.train_and_evaluate_group(
                     [points[i].cfg for i in todo], data_dir, [points[i].run_dir for i in todo])
@@ -427,6 +439,7 @@ def execute(
                 results = [runner.train_and_evaluate(points[i].cfg, data_dir, points[i].run_dir)
                            for i in todo]
             for i, m, folder in zip(todo, results, folders, strict=True):
+                write_provenance(points[i].run_dir, data_dir, reads)
                 write_metrics(points[i].run_dir, m)
                 folder.finish()
                 found[i] = read_json(points[i].run_dir / METRICS_FILE)

@@ -204,3 +204,41 @@ def test_damaged_checkpoints_and_bad_outputs_are_one_error_line(tmp_path, capsys
         err = one_error(["predict", "--run", str(run), "--input", str(cells), "-o", "/dev/full",
                          "--overwrite"])
         assert err.startswith("error: /dev/full: No space left on device (the disk is full)")
+
+
+def test_config_json_records_provenance(tmp_path):
+    run = tmp_path / "run"
+    assert main(["run", *TINY, "--workdir", str(run)]) == 0
+    data = json.loads((run / "config.json").read_text())
+    prov = data["provenance"]
+    assert prov["data_dir"] is None and prov["files_sha256"] == {}  # the synthetic cohort reads none
+    assert prov["packages"]["jax"] and prov["packages"]["flax"] and prov["python"].count(".") == 2
+    assert prov["git_commit"] is None or len(prov["git_commit"].split("+")[0]) == 40
+    # the record does not make the finished run look like another config
+    from slbjax.config import apply_overrides
+
+    cfg = apply_overrides(load("imoe-synthetic").get_config(smoke=True),
+                          ["train.epochs=1", "data.synthetic_cells=10"])
+    assert rundir.finished_metrics(run, cfg, "imoe-synthetic") is not None
+
+
+@pytest.mark.realdata
+def test_provenance_hashes_every_data_file_read(data_dir):
+    import hashlib
+
+    from slbjax import provenance
+    from slbjax.data.imoe_files import load_cell_file
+    from slbjax.data.sorting import load_sorting
+
+    with provenance.recording() as reads:
+        load_cell_file(data_dir / "imoe" / "LSD" / "3.csv")
+        load_cell_file(data_dir / "imoe" / "LSD" / "3.csv")  # from the cache: still recorded once
+        load_sorting(data_dir / "sorting")
+    prov = provenance.describe(data_dir, reads)
+    files = prov["files_sha256"]
+    assert "imoe/LSD/3.csv" in files and len(files) == 3, files
+    for name, digest in files.items():
+        assert hashlib.sha256((data_dir / name).read_bytes()).hexdigest() == digest
+    assert prov["data_dir"] == str(data_dir.resolve())
+    provenance.record(data_dir / "imoe" / "LSD" / "4.csv")  # outside recording(): ignored
+    assert "imoe/LSD/4.csv" not in provenance.describe(data_dir, reads)["files_sha256"]

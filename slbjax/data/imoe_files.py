@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from slbjax import provenance
 from slbjax.data.cells import QV_POINTS, Cell
 from slbjax.errors import DataError
 
@@ -657,6 +658,7 @@ def load_cell_file(
     path = Path(path)
     if not path.exists():
         raise DataError(path, "file not found")
+    provenance.record(path)
     cache_file = key = None
     if cache is not False and path.is_file():
         cache_dir = default_cache_dir() if cache is True else Path(cache)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from slbjax import provenance
 from slbjax.errors import DataError
 from slbjax.paths import require_data_dir
 
@@ -155,6 +156,7 @@ def read_pulse_workbook(
             f"pulse workbook not found (battery {battery or '?'}, sheet {sheet!r}); expected the "
             "published file under <data-dir>/pulse/ (see shared/data/README.md, section 1)",
         )
+    provenance.record(path)
     stat = path.stat()
     header, rows = _read_sheet(str(path.resolve()), stat.st_mtime_ns, stat.st_size, sheet)
     return _parse_rows(path, sheet, battery, header, rows, max_soc_pct)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from slbjax import provenance
 from slbjax.errors import DataError
 
 FEATURES_FILE = "features.csv"
@@ -74,6 +75,7 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
     """All cells as text, blank lines kept so that data row r is file line r + 2."""
     if not path.is_file():
         raise DataError(path, f"file not found, expected {what}")
+    provenance.record(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
                          skip_blank_lines=False)
