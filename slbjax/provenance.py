@@ -2,11 +2,11 @@
 
 The data loaders call :func:`record` with every file they read; inside
 :func:`recording` those paths are collected, and :func:`describe` turns them
-into what ``config.json`` keeps under ``provenance``: the data folder, the
-SHA-256 of each file read (relative to the data folder where it lies inside),
-the versions of the packages that shape the numbers, the Python version and
-the git commit of the slbjax source (with ``dirty`` when it has uncommitted
-changes), or None outside a git checkout.
+into what ``config.json`` keeps under ``provenance``: the data folder (None when
+the run read no file from it), the SHA-256 of each file read (relative to the
+data folder where it lies inside), the versions of the packages that shape the
+numbers, the Python version and the git commit of the slbjax source (with
+``dirty`` when it has uncommitted changes), or None outside a git checkout.
 """
 
 from __future__ import annotations
@@ -87,5 +87,6 @@ def describe(data_dir: str | os.PathLike | None, reads: set[str]) -> dict:
             continue
         name = str(p.relative_to(root)) if root and p.resolve().is_relative_to(root) else str(p)
         files[name] = sha256(p)
-    return {"data_dir": str(root) if root else None, "files_sha256": files,
+    # the folder is recorded only when the run read from it (the synthetic cohort reads nothing)
+    return {"data_dir": str(root) if root and files else None, "files_sha256": files,
             "packages": versions(), "python": platform.python_version(), "git_commit": git_commit()}
