@@ -20,7 +20,7 @@ def require_data_dir(data_dir: Path | None, what: str) -> Path:
     """Returns ``data_dir`` or raises a DataError telling how to supply it."""
     if data_dir is None:
         raise DataError(
-            "<no data folder>",
+            None,
             f"{what} needs the published data: pass --data-dir DIR or set {ENV_VAR} "
             "to a folder laid out like shared/data (imoe/..., pulse/...)",
         )

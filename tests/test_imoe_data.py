@@ -64,6 +64,16 @@ def ul_rows(n: int = 4, charge: float = 0.5) -> list[dict]:
     ]
 
 
+def lsd_rows(n: int = 4) -> list[dict]:
+    """n valid LSD rows (Ah, grid 3.8..4.1 V)."""
+    rows = ul_rows(n)
+    for r in rows:
+        r["Discharge_Capacity"] /= 1000.0
+        r["Capacity_Increment"] = _list(np.linspace(0, 1.0, 50))
+        r["Start_Voltage"], r["End_Voltage"] = 3.8, 4.1
+    return rows
+
+
 def write_csv(path: Path, header: list[str], rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
@@ -129,11 +139,9 @@ def test_ul_other_name_keeps_columns(tmp_path):
 
 
 def test_lsd_fixture_true_grid(tmp_path):
-    rows = ul_rows()
+    rows = lsd_rows()
     for r in rows:
         r["Discharge_Capacity"] = 1.9
-        r["Capacity_Increment"] = _list(np.linspace(0, 1.0, 50))
-        r["Start_Voltage"], r["End_Voltage"] = 3.8, 4.1
     path = write_csv(tmp_path / "LSD" / "5.csv", UL_HEADER + ["Start_Voltage", "End_Voltage"], rows)
     cell = load_cell_file(path, cache=False)
     assert cell.dataset == "LSD" and cell.name == "LSD-5"
@@ -143,9 +151,7 @@ def test_lsd_fixture_true_grid(tmp_path):
 
 
 def test_lsd_grid_must_be_constant(tmp_path):
-    rows = ul_rows()
-    for r in rows:
-        r["Start_Voltage"], r["End_Voltage"] = 3.8, 4.1
+    rows = lsd_rows()
     rows[2]["End_Voltage"] = 4.2
     path = write_csv(tmp_path / "7.csv", UL_HEADER + ["Start_Voltage", "End_Voltage"], rows)
     with pytest.raises(DataError) as e:
@@ -266,9 +272,10 @@ BAD_CASES = [
     ("Cycle", "3.5", "expected an integer"),
     ("Capacity_Increment", _list(np.arange(49)), "49 values, expected exactly 50"),
     ("Capacity_Increment", "[]", "empty list, expected 50 values"),
-    ("Capacity_Increment", "[1.0, x, " + ", ".join(["2.0"] * 48) + "]", "element 1 .*'x'"),
-    ("Capacity_Increment", "[nan, " + ", ".join(["2.0"] * 49) + "]", "element 0 .*finite"),
-    ("Relaxation_Voltage", "[4.1, inf, 4.0]", "element 1 .*finite"),
+    ("Capacity_Increment", "[1.0, x, " + ", ".join(["2.0"] * 48) + "]", "value 2 .*'x'"),
+    ("Capacity_Increment", "[0.0, foo, 2.0]", "value 2 of the list is 'foo'"),  # named, not "3 values"
+    ("Capacity_Increment", "[nan, " + ", ".join(["2.0"] * 49) + "]", "value 1 .*finite"),
+    ("Relaxation_Voltage", "[4.1, inf, 4.0]", "value 2 .*finite"),
     ("Relaxation_Voltage", "[]", "empty list"),
     ("Relaxation_Voltage", "4.1; 4.0", "bracketed list"),
 ]
@@ -282,7 +289,9 @@ def test_bad_value_names_file_row_field(tmp_path, field, value, problem):
     with pytest.raises(DataError, match=problem) as e:
         load_cell_file(path, cache=False)
     msg = str(e.value)
-    assert "CY25-05_1-#4.csv" in msg and "row 2" in msg and repr(field) in msg
+    # data row 2 is line 4 of the file and records cycle 4 (the cycle itself when it is the bad field)
+    where = "line 4, " if field == "Cycle" else "line 4 (cycle 4), "
+    assert "CY25-05_1-#4.csv" in msg and where in msg and repr(field) in msg
     assert (e.value.row, e.value.field) == (2, field)
 
 
@@ -290,7 +299,7 @@ def test_bad_value_tpsl(tmp_path):
     rows = tpsl_rows()
     rows[1]["QV_Curve"] = _list(np.arange(51))
     path = write_csv(tmp_path / "#1" / "combined_data.csv", TPSL_HEADER, rows)
-    with pytest.raises(DataError, match=r"row 1, field 'QV_Curve'.*51 values"):
+    with pytest.raises(DataError, match=r"line 3 \(cycle 3\), field 'QV_Curve'.*51 values"):
         load_cell_file(path, cache=False)
 
 
@@ -298,7 +307,7 @@ def test_ragged_csv_row(tmp_path, ul_file):
     text = ul_file.read_text().splitlines()
     text[2] += ",extra"
     ul_file.write_text("\n".join(text) + "\n")
-    with pytest.raises(DataError, match="row 1.*not a valid CSV") as e:
+    with pytest.raises(DataError, match="line 3.*not a valid CSV") as e:
         load_cell_file(ul_file, cache=False)
     assert e.value.row == 1
 

@@ -75,9 +75,9 @@ def test_training_starts_and_measurable_errors():
     valid = np.ones(80, bool)
     valid[12] = False
     assert L.training_starts(_cell(cap, valid), 10, 1.2, 10, 20) == [0, 20, 30, 40]  # 10..19 bad
-    with pytest.raises(DataError, match=r"file /tmp/0.csv, row 12: unusable"):
+    with pytest.raises(DataError, match=r"file /tmp/0.csv, line 14 \(cycle 13\): unusable"):
         L.arrival_features(_cell(cap, valid), 5, 10)
-    with pytest.raises(DataError, match=r"holds 80 cycle\(s\) from row 75; the life model needs 10"):
+    with pytest.raises(DataError, match=r"line 77 \(cycle 76\): holds 5 cycle\(s\) from its arrival on; the life model needs 10"):
         L.arrival_features(cell, 75, 10)
     with pytest.raises(DataError, match="no relaxation voltage"):
         L.arrival_features(_cell(cap, relaxation=False), 0, 10)
@@ -354,7 +354,7 @@ def test_triage_bad_inputs(life_run, lsd_subset, tmp_path, capsys):
     assert cli.main(["triage", "--run", str(run), "--input", str(tmp_path / "short"),
                      "-o", str(tmp_path / "o1")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: file ") and "1.csv: holds 4 cycle(s) from row 0" in err
+    assert err.startswith("error: file ") and "1.csv, line 2 (cycle 1): holds 4 cycle(s) from its arrival on" in err
     bad = tmp_path / "apps.toml"
     bad.write_text("[[application]]\nname = 'x'\n")
     assert cli.main(["triage", "--run", str(run), "--input", str(lsd_subset / "imoe" / "LSD"),
@@ -372,7 +372,7 @@ def test_life_run_refuses_a_file_too_short(lsd_subset, tmp_path):
     path = root / "imoe" / "LSD" / "1.csv"
     text = path.read_text().splitlines()
     path.write_text("\n".join(text[:6]) + "\n")  # header + 5 cycles
-    with pytest.raises(DataError, match=r"1\.csv: holds 5 cycle\(s\) from row 0; the life model needs 10"):
+    with pytest.raises(DataError, match=r"1\.csv, line 2 \(cycle 1\): holds 5 cycle\(s\) from its arrival on; the life model needs 10"):
         R.train_and_evaluate(replace(LifeConfig(), SMALL), root, tmp_path / "run")
 
 

@@ -179,10 +179,10 @@ def _corrupt(kind: str, rows: list[list]):
     "kind, expected",
     [
         ("missing_u", ["'U7'", "is missing"]),
-        ("soc_range", ["row 2", "Excel row 4", "'SOC'", "outside 0-100"]),
-        ("non_numeric", ["row 1", "Excel row 3", "'U5'", "'abc'"]),
-        ("empty_cell", ["row 1", "Excel row 3", "'U5'", "empty cell"]),
-        ("soh_range", ["row 0", "Excel row 2", "'SOH'"]),
+        ("soc_range", ["Excel row 4", "'SOC'", "outside 0-100"]),
+        ("non_numeric", ["Excel row 3", "'U5'", "'abc'"]),
+        ("empty_cell", ["Excel row 3", "'U5'", "empty cell"]),
+        ("soh_range", ["Excel row 2", "'SOH'"]),
     ],
 )
 def test_bad_cells(tmp_path, kind, expected):

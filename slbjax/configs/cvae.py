@@ -156,3 +156,6 @@ class CvaeConfig:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
         if not self.train.learning_rate > 0:
             raise ConfigError(f"train.learning_rate must be > 0, got {self.train.learning_rate}")
+        for key, value in (("train.w_rec", self.train.w_rec), ("train.w_kl", self.train.w_kl)):
+            if not value >= 0:
+                raise ConfigError(f"{key} is a loss weight and must be >= 0, got {value}")

@@ -120,6 +120,12 @@ class ImoeConfig:
             (t.epochs >= 1 and t.batch_size >= 1 and t.patience >= 1,
              "train.epochs, train.batch_size and train.patience must be >= 1"),
             (t.learning_rate > 0, "train.learning_rate must be > 0"),
+            (t.mse_weight >= 0 and t.router_loss_weight >= 0,
+             f"train.mse_weight and train.router_loss_weight are loss weights and must be >= 0, "
+             f"got {t.mse_weight} and {t.router_loss_weight}"),
+            (t.mse_weight + t.router_loss_weight > 0,
+             "train.mse_weight and train.router_loss_weight cannot both be 0 (nothing to learn)"),
+            (t.router_loss_eps > 0, f"train.router_loss_eps must be > 0, got {t.router_loss_eps}"),
             (t.ensemble_size >= 1, "train.ensemble_size must be >= 1"),
         ]
         for ok, msg in checks:

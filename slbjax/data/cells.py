@@ -37,6 +37,9 @@ class Cell:
         prediction start (outlier Q-V curve, broken relaxation record); their
         capacity and load still count inside trajectories.
       notes: human-readable notes on what was corrected while loading.
+      warnings: values that are legal but unusual (a condition the file name
+        contradicts, a temperature outside 0..60 degC, ...); runs copy them
+        into ``data_report.json``.
     """
 
     name: str
@@ -52,6 +55,7 @@ class Cell:
     capacity_ah: np.ndarray
     valid: np.ndarray
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def num_cycles(self) -> int:

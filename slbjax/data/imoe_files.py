@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from slbjax import provenance
+from slbjax.data import plausible
 from slbjax.data.cells import QV_POINTS, Cell
 from slbjax.errors import DataError
 
@@ -87,7 +88,7 @@ RELAXATION_BAND_V = (2.0, 4.5)
 QV_OUTLIER_HALF_WINDOW = 5  # neighbours on each side used by the Q-V outlier test
 QV_OUTLIER_TOLERANCE = 0.25  # relative distance that makes a row an outlier
 
-_CACHE_VERSION = "imoe-cell-v1"
+_CACHE_VERSION = "imoe-cell-v2"
 _UL_NAME = re.compile(r"^CY(\d+)-(\d+)_(\d+)-#(\d+)\.csv$")
 
 
@@ -148,6 +149,37 @@ def _detect_format(path: Path, columns: Sequence[str], dataset: str | None) -> s
     )
 
 
+def _cycle_at(df: pd.DataFrame, i: int) -> int | None:
+    """The cycle number row ``i`` records, if its cycle column holds an integer there."""
+    for name in ("Cycle", "Cycle_Index"):
+        if name in df.columns:
+            try:
+                value = float(df[name].iat[i])
+            except (ValueError, IndexError):
+                return None
+            return int(value) if np.isfinite(value) and value == round(value) else None
+    return None
+
+
+def _bad(path: Path, df: pd.DataFrame, problem: str, i: int, field: str | None = None) -> DataError:
+    """A DataError at data row ``i``, with the cycle number of that row."""
+    return DataError(path, problem, row=i, field=field, cycle=_cycle_at(df, i))
+
+
+def _failer(path: Path, df: pd.DataFrame, cycle: np.ndarray):
+    """``fail(field)(problem, row)`` -> DataError at that row (or the whole file for None)."""
+
+    def for_field(field: str):
+        def fail(problem: str, row: int | None) -> DataError:
+            if row is None:
+                return DataError(path, problem, field=field)
+            return DataError(path, problem, row=row, field=field, cycle=int(cycle[row]))
+
+        return fail
+
+    return for_field
+
+
 def _scalars(path: Path, df: pd.DataFrame, field: str, *, integer: bool = False) -> np.ndarray:
     """[N] float64 (or int64) values of a scalar column, all finite."""
     text = df[field].to_numpy(dtype=str)
@@ -159,18 +191,16 @@ def _scalars(path: Path, df: pd.DataFrame, field: str, *, integer: bool = False)
                 float(item)
             except ValueError:
                 kind = "an integer" if integer else "a number"
-                raise DataError(
-                    path, f"expected {kind}, got {str(item)!r}", row=i, field=field
-                ) from None
+                raise _bad(path, df, f"expected {kind}, got {str(item)!r}", i, field) from None
         raise  # pragma: no cover - numpy and float() disagree
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(path, f"expected a finite number, got {str(text[i])!r}", row=i, field=field)
+        raise _bad(path, df, f"expected a finite number, got {str(text[i])!r}", i, field)
     if integer:
         if (values != np.round(values)).any():
             i = int(np.argmax(values != np.round(values)))
-            raise DataError(path, f"expected an integer, got {str(text[i])!r}", row=i, field=field)
+            raise _bad(path, df, f"expected an integer, got {str(text[i])!r}", i, field)
         return values.astype(np.int64)
     return values
 
@@ -180,6 +210,8 @@ def _lists(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Parses a list-valued column such as ``"[0.0, 1.5, 2.5]"`` in one pass.
 
+    A token that is not a number is named before a list of the wrong length is.
+
     Returns:
       flat: [sum(lengths)] float64 values of all rows, concatenated.
       lengths: [N] int64 number of values per row.
@@ -188,60 +220,46 @@ def _lists(
     bracketed = (col.str.startswith("[") & col.str.endswith("]")).to_numpy()
     if not bracketed.all():
         i = int(np.argmin(bracketed))
-        raise DataError(
-            path,
+        raise _bad(
+            path, df,
             f"expected a bracketed list of numbers such as '[0.0, 1.5]', got {_short(col.iloc[i])!r}",
-            row=i,
-            field=field,
+            i, field,
         )
     inner = col.str.slice(1, -1).str.strip()
     empty = (inner == "").to_numpy()
     if empty.any():
         i = int(np.argmax(empty))
         want = f"{length} values" if length else "at least one value"
-        raise DataError(path, f"empty list, expected {want}", row=i, field=field)
+        raise _bad(path, df, f"empty list, expected {want}", i, field)
     lengths = inner.str.count(",").to_numpy(dtype=np.int64) + 1
-    if length is not None and (lengths != length).any():
-        i = int(np.argmax(lengths != length))
-        raise DataError(
-            path,
-            f"list has {lengths[i]} values, expected exactly {length}",
-            row=i,
-            field=field,
-        )
     try:
         flat = np.array(",".join(inner).split(","), dtype=np.float64)
     except ValueError:
-        _raise_first_bad_list(path, inner, field)
+        _raise_first_bad_list(path, df, inner, field)
         raise  # pragma: no cover
+    if length is not None and (lengths != length).any():
+        i = int(np.argmax(lengths != length))
+        raise _bad(path, df, f"list has {lengths[i]} values, expected exactly {length}", i, field)
     bad = ~np.isfinite(flat)
     if bad.any():
         k = int(np.argmax(bad))
         ends = np.cumsum(lengths)
         i = int(np.searchsorted(ends, k, side="right"))
         j = k - (int(ends[i - 1]) if i else 0)
-        raise DataError(
-            path,
-            f"element {j} of the list is {flat[k]}, expected finite numbers",
-            row=i,
-            field=field,
-        )
+        raise _bad(path, df, f"value {j + 1} of the list is {flat[k]}, expected finite numbers",
+                   i, field)
     return flat, lengths
 
 
-def _raise_first_bad_list(path: Path, inner: pd.Series, field: str) -> None:
-    """Slow path: finds the row and element that is not a number and raises."""
+def _raise_first_bad_list(path: Path, df: pd.DataFrame, inner: pd.Series, field: str) -> None:
+    """Slow path: finds the row and the token that is not a number and raises."""
     for i, text in enumerate(inner):
         for j, token in enumerate(text.split(",")):
             try:
                 float(token)
             except ValueError:
-                raise DataError(
-                    path,
-                    f"element {j} of the list is {token.strip()!r}, expected a number",
-                    row=i,
-                    field=field,
-                ) from None
+                raise _bad(path, df, f"value {j + 1} of the list is {token.strip()!r}, expected a "
+                           "number", i, field) from None
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -277,9 +295,20 @@ def ul_conditions_from_name(name: str) -> tuple[float, float, float] | None:
 
 
 def _apply_ul_name(
-    name: str, charge: np.ndarray, discharge: np.ndarray, temperature: np.ndarray, notes: list[str]
+    name: str,
+    charge: np.ndarray,
+    discharge: np.ndarray,
+    temperature: np.ndarray,
+    notes: list[str],
+    warnings_: list[str],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Replaces UL load columns by the values encoded in the file name (quirk 3)."""
+    """Replaces UL load columns by the values encoded in the file name (quirk 3).
+
+    A charge rate column holding the published notebook's mis-parse of the code
+    (the code read as tenths: 2.5 for ``025``, 0.1 for ``1``) is noted; any other
+    disagreement between a column and the name is a warning: the file may be
+    named for another condition than the one it records.
+    """
     parsed = ul_conditions_from_name(name)
     if parsed is None:
         notes.append(
@@ -287,20 +316,29 @@ def _apply_ul_name(
             "Charge_Current/Discharge_Current/Temperature columns as published"
         )
         return charge, discharge, temperature
+    misparsed_charge = int(_UL_NAME.match(name).group(2)) / 10.0
     out = []
-    for label, column, value in zip(
+    for label, column, value, known in zip(
         ("Charge_Current", "Discharge_Current", "Temperature"),
         (charge, discharge, temperature),
         (parsed[1], parsed[2], parsed[0]),
+        (misparsed_charge, None, None),
         strict=True,
     ):
         if not np.allclose(column, value):
             found = ", ".join(f"{v:g}" for v in np.unique(column)[:5])
-            notes.append(
-                f"{label} column holds {found} but the file name says {value:g}; "
-                f"used {value:g} from the file name (the published notebook mis-parses "
-                "rate codes such as 025 and 1)"
-            )
+            if known is not None and np.allclose(column, known):
+                notes.append(
+                    f"{label} column holds {found} but the file name says {value:g}; "
+                    f"used {value:g} from the file name (the published notebook mis-parses "
+                    "rate codes such as 025 and 1)"
+                )
+            else:
+                warnings_.append(
+                    f"{label} column holds {found} but the file name says {value:g}; "
+                    f"used {value:g} from the file name: check that the file is named for the "
+                    "condition it records"
+                )
         out.append(np.full_like(column, value, dtype=np.float64))
     return out[0], out[1], out[2]
 
@@ -427,23 +465,32 @@ def _read_ul_lsd(path: Path, df: pd.DataFrame, dataset: str) -> dict:
     qv_flat, _ = _lists(path, df, "Capacity_Increment", QV_POINTS)
     relax_flat, relax_len = _lists(path, df, "Relaxation_Voltage")
     qv = qv_flat.reshape(-1, QV_POINTS)
+    fail = _failer(path, df, cycle)
+    warns: list[str] = []
+    plausible.cycles_increasing(cycle, fail("Cycle"))
+    plausible.capacity(capacity, "mAh" if dataset == "UL" else "Ah", fail("Discharge_Capacity"))
+    plausible.qv_scale(qv[:, -1] - qv[:, 0], capacity, fail("Capacity_Increment"))
+    plausible.relaxation_unit(relax_flat, fail("Relaxation_Voltage"))
     if dataset == "UL":
         qv, capacity = qv / 1000.0, capacity / 1000.0
         notes.append("Capacity_Increment and Discharge_Capacity converted from mAh to Ah")
         charge, discharge, temperature = _apply_ul_name(
-            path.name, charge, discharge, temperature, notes
+            path.name, charge, discharge, temperature, notes, warns
         )
         grid = np.linspace(*UL_GRID, QV_POINTS)
         notes.append(
             "UL voltage grid is not recorded: assumed linspace(3.6, 4.15, 50) as the authors do"
         )
     else:
-        grid = _lsd_grid(path, df)
+        grid = _lsd_grid(path, df, fail)
         notes.append(
             f"LSD Q-V grid is the recorded linspace(Start_Voltage, End_Voltage, 50) = "
             f"{grid[0]:g}..{grid[-1]:g} V (the reference loader wrongly assumes "
             f"{AUTHORS_LSD_GRID[0]}..{AUTHORS_LSD_GRID[1]} V)"
         )
+    warns += plausible.temperature(temperature, fail("Temperature"))
+    warns += plausible.c_rate(charge, "Charge_Current", fail("Charge_Current"))
+    warns += plausible.c_rate(discharge, "Discharge_Current", fail("Discharge_Current"))
     qv = _clean_qv(qv, cycle, notes)
     valid = _validity(qv, relax_flat, relax_len, cycle, notes)
     return dict(
@@ -457,32 +504,25 @@ def _read_ul_lsd(path: Path, df: pd.DataFrame, dataset: str) -> dict:
         capacity_ah=capacity,
         valid=valid,
         notes=tuple(notes),
+        warnings=tuple(f"{path}: {w}" for w in warns),
     )
 
 
-def _lsd_grid(path: Path, df: pd.DataFrame) -> np.ndarray:
+def _lsd_grid(path: Path, df: pd.DataFrame, fail) -> np.ndarray:
     """[50] LSD voltage grid from Start_Voltage/End_Voltage (same in every row)."""
     ends = []
     for field in ("Start_Voltage", "End_Voltage"):
         v = _scalars(path, df, field)
+        plausible.voltage(float(v[0]), field, fail(field))
         differs = v != v[0]
         if differs.any():
             i = int(np.argmax(differs))
-            raise DataError(
-                path,
-                f"is {v[i]:g} but row 0 has {v[0]:g}; expected the same value in every "
-                "row (a cell has one Q-V voltage grid)",
-                row=i,
-                field=field,
-            )
+            raise _bad(path, df, f"is {v[i]:g} but line 2 has {v[0]:g}; expected the same value "
+                       "in every row (a cell has one Q-V voltage grid)", i, field)
         ends.append(float(v[0]))
     if not ends[0] < ends[1]:
-        raise DataError(
-            path,
-            f"Start_Voltage {ends[0]:g} V is not below End_Voltage {ends[1]:g} V",
-            row=0,
-            field="Start_Voltage",
-        )
+        raise _bad(path, df, f"Start_Voltage {ends[0]:g} V is not below End_Voltage {ends[1]:g} V",
+                   0, "Start_Voltage")
     return np.linspace(ends[0], ends[1], QV_POINTS)
 
 
@@ -495,6 +535,11 @@ def _read_tpsl(path: Path, df: pd.DataFrame) -> dict:
     capacity = _scalars(path, df, "Max_Discharge_Capacity(Ah)")
     qv_flat, _ = _lists(path, df, "QV_Curve", QV_POINTS)
     qv = qv_flat.reshape(-1, QV_POINTS)
+    fail = _failer(path, df, cycle)
+    plausible.cycles_increasing(cycle, fail("Cycle_Index"), restarts=True)
+    plausible.capacity(capacity, "Ah", fail("Max_Discharge_Capacity(Ah)"))
+    plausible.qv_scale(qv[:, -1] - qv[:, 0], capacity, fail("QV_Curve"))
+    warns = plausible.temperature(temperature, fail("Temperture"))
     notes.append(
         "QV_Curve is an absolute charge counter: subtracted its first value per row "
         f"(first values {qv[:, 0].min():.3g}..{qv[:, 0].max():.3g} Ah)"
@@ -525,6 +570,7 @@ def _read_tpsl(path: Path, df: pd.DataFrame) -> dict:
         capacity_ah=capacity,
         valid=valid,
         notes=tuple(notes),
+        warnings=tuple(f"{path}: {w}" for w in warns),
     )
 
 
@@ -571,6 +617,7 @@ def _cache_load(file: Path, key: str) -> Cell | None:
                 capacity_ah=z["capacity_ah"],
                 valid=z["valid"].astype(bool),
                 notes=tuple(str(n) for n in z["notes"]),
+                warnings=tuple(str(n) for n in z["warnings"]),
             )
     except Exception:  # noqa: BLE001 - any damage to a cache entry means "rebuild it"
         return None
@@ -598,6 +645,7 @@ def _cache_save(file: Path, key: str, cell: Cell) -> None:
         source=np.array(cell.source),
         dataset=np.array(cell.dataset),
         notes=np.array(cell.notes, dtype=str),
+        warnings=np.array(cell.warnings, dtype=str),
         has_relaxation=np.array(cell.relaxation is not None),
         relax_flat=np.concatenate(relax) if relax else np.zeros(0),
         relax_len=np.array([len(r) for r in relax], dtype=np.int64),
@@ -805,14 +853,14 @@ def _resolve(dataset: str, subset: str | None, condition: str | None) -> tuple[s
     """Canonical (dataset, subset, condition) keys of SPLITS, or a DataError."""
     ds = dataset.upper() if isinstance(dataset, str) else dataset
     if ds not in SPLITS:
-        raise DataError("imoe", f"unknown dataset {dataset!r}; valid datasets: {', '.join(SPLITS)}")
+        raise DataError(None, f"unknown dataset {dataset!r}; valid datasets: {', '.join(SPLITS)}")
     if ds == "LSD":
         return "LSD", "LSD", "LSD"
     subsets = SPLITS[ds]
     match = {s.upper(): s for s in subsets}.get(str(subset).upper())
     if match is None:
         raise DataError(
-            f"imoe/{ds}-*",
+            None,
             f"unknown {ds} subset {subset!r}; valid subsets: {', '.join(subsets)}",
         )
     if ds == "TPSL":
@@ -820,7 +868,7 @@ def _resolve(dataset: str, subset: str | None, condition: str | None) -> tuple[s
     conditions = subsets[match]
     if condition not in conditions:
         raise DataError(
-            f"imoe/{_FOLDERS[(ds, match)]}",
+            None,
             f"unknown condition {condition!r} for UL-{match}; valid conditions: "
             f"{', '.join(conditions)}",
         )

@@ -45,6 +45,11 @@ class Splits:
     test: list[Cell]
     notes: list[str]
 
+    @property
+    def warnings(self) -> list[str]:
+        """The cells' warnings (legal but unusual values), in role order."""
+        return [w for c in (*self.train, *self.val, *self.test) for w in c.warnings]
+
 
 def load_cells(cfg: ImoeConfig, data_dir: Path | None) -> Splits:
     """The cells of each role, for any dataset."""

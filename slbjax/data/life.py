@@ -87,13 +87,16 @@ def check_measurable(cell: Cell, start: int, measured: int) -> None:
                         "model needs the Q-V curve and the relaxation record (LSD or UL files)",
                         field="Relaxation_Voltage")
     if start + measured > cell.num_cycles:
-        raise DataError(cell.source, f"holds {cell.num_cycles} cycle(s) from row {start}; the "
-                        f"life model needs {measured} measured cycles (data.measured_cycles)")
+        left = max(cell.num_cycles - start, 0)
+        raise DataError(cell.source, f"holds {left} cycle(s) from its arrival on; the life model "
+                        f"needs {measured} measured cycles (data.measured_cycles)",
+                        row=min(start, cell.num_cycles - 1),
+                        cycle=int(cell.cycle[min(start, cell.num_cycles - 1)]))
     rows = np.arange(start, start + measured)
     if not cell.valid[rows].all():
         bad = int(rows[~cell.valid[rows]][0])
         raise DataError(cell.source, "unusable Q-V curve or relaxation record in a measured cycle",
-                        row=bad)
+                        row=bad, cycle=int(cell.cycle[bad]))
 
 
 def arrival_features(cell: Cell, start: int, measured: int) -> np.ndarray:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from slbjax import provenance
+from slbjax.data import plausible
 from slbjax.errors import DataError
 from slbjax.paths import require_data_dir
 
@@ -118,7 +119,7 @@ def source_for(battery: str) -> PulseSource:
         return SOURCES[battery]
     except KeyError:
         raise DataError(
-            "<battery type>", f"unknown battery type {battery!r}; known: {', '.join(SOURCES)}"
+            None, f"unknown battery type {battery!r}; known: {', '.join(SOURCES)}"
         ) from None
 
 
@@ -299,6 +300,10 @@ def _parse_rows(path, sheet, battery, header, rows, max_soc_pct) -> PulseData:
                 field="SOH",
             )
         u = [_number(path, sheet, r, c, get(c)) for c in FEATURES]
+        for c, value in zip(FEATURES, u, strict=True):
+            plausible.voltage(value, f"pulse voltage {c}", lambda problem, _row, r=r, c=c: DataError(
+                path, f"sheet {sheet!r}, Excel row {_excel_row(r)}, column {c!r}: {problem}",
+                row=r, field=c))
         ident = _identity({c: get(c) for c in id_columns})
         if ident is None:
             missing_identity += 1

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from slbjax import provenance
+from slbjax.data import plausible
 from slbjax.errors import DataError
 
 FEATURES_FILE = "features.csv"
@@ -182,6 +183,8 @@ def load_trajectories(path: str | Path) -> tuple[dict[int, np.ndarray], dict[int
             raise _error(path, r + 2, "cycle",
                          f"cycle {cycles[r]:g} of cell {cell} follows cycle {cycles[r - 1]:g}, "
                          "expected cycles increasing within a cell")
+        plausible.capacity(capacity[s:e], "Ah", lambda problem, row, s=s, cell=cell: _error(
+            path, s + (row or 0) + 2, "capacity", f"cell {cell}: {problem}"))
         out[cell] = capacity[s:e].copy()
         first_line[cell] = s + 2
     return out, first_line

@@ -96,7 +96,10 @@ def train_and_evaluate_group(cfgs: list[ImoeConfig], data_dir: Path | None,
          f"{d.condition if d.dataset == 'UL' else ''}".rstrip())
     splits = load_cells(cfg, data_dir)
     wins = {role: windows_for(cfg, getattr(splits, role)) for role in ("train", "val", "test")}
+    for w in splits.warnings:
+        _log(f"[data] warning: {w}")
     report = {
+        "warnings": splits.warnings,
         "notes": list(splits.notes),
         "cells": {role: [c.name for c in getattr(splits, role)] for role in wins},
         "windows": {role: (w.report if w is not None else {}) for role, w in wins.items()},
