@@ -10,6 +10,7 @@ key against the dataclass fields and each value against the field's type.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import types
 import typing
@@ -155,7 +156,7 @@ def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
     """Applies ``"section.key=value"`` strings in order.
 
     Raises:
-      ConfigError: naming the bad override and listing the valid keys, or
+      ConfigError: naming the bad override and the nearest valid keys, or
         naming the expected type when the value does not parse.
     """
     for item in overrides:
@@ -166,8 +167,11 @@ def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
         try:
             cfg = override(cfg, key, text)
         except KeyError:
-            keys = "\n  ".join(valid_keys(cfg))
-            raise ConfigError(f"unknown config key {key!r}; valid keys are:\n  {keys}") from None
+            keys = valid_keys(cfg)
+            near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(near)}? " if near else ""
+            raise ConfigError(f"unknown config key {key!r}; {hint}`slbjax show EXPERIMENT` lists "
+                              f"the {len(keys)} valid keys") from None
         except ValueError as e:
             tp = field_type(cfg, key)
             raise ConfigError(

@@ -9,6 +9,7 @@ prints such messages without a traceback.
 from __future__ import annotations
 
 import os
+import re
 
 
 class SlbjaxError(Exception):
@@ -47,7 +48,7 @@ class DataError(SlbjaxError):
         self.row = row
         self.field = field
         self.cycle = cycle
-        self.problem = problem
+        self.problem = problem = " ".join(str(problem).split())  # always one line
         where = []
         if self.path is not None:
             where.append(f"{'folder' if os.path.isdir(self.path) else 'file'} {self.path}")
@@ -63,3 +64,11 @@ class DataError(SlbjaxError):
     @property
     def path_is_spreadsheet(self) -> bool:
         return self.path is not None and self.path.lower().endswith((".xlsx", ".xls"))
+
+
+def csv_problem(exc: Exception) -> str:
+    """A CSV reader's complaint (pandas ``ParserError``) in the project's words, on one line."""
+    m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+    if m:
+        return f"{m.group(3)} fields where the header has {m.group(1)}"
+    return " ".join(str(exc).split())

@@ -127,8 +127,9 @@ def prepare_run_dir(path: str | Path, *, overwrite: bool = False,
     if entries:
         marker = read_marker(path)
         if marker is None:
+            why = _protected(path, data_dir) or "it is not empty"
             raise RunDirError(
-                f"refusing to use {path}: it is not empty and holds no slbjax run ({MARKER_FILE}); "
+                f"refusing to use {path}: {why} and holds no slbjax run ({MARKER_FILE}); "
                 "choose another --workdir")
         status = marker.get("status")
         if status == "finished" and not overwrite:
@@ -229,7 +230,8 @@ def open_run_dir(path: str | Path, *, overwrite: bool = False, data_dir: str | P
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run folder {path} is a file, not a folder")
     if path.is_dir() and any(e.name != LOCK_FILE for e in path.iterdir()) and read_marker(path) is None:
-        prepare_run_dir(path)  # raises before the lock file is put into a folder of someone else
+        # raises before the lock file is put into a folder of someone else
+        prepare_run_dir(path, data_dir=data_dir)
     with lock_run_dir(path):
         inherited: tuple[str, ...] = ()
         if resume:

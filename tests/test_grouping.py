@@ -267,7 +267,7 @@ def test_bad_value_names_file_line_field(small_copy, name, line, column, value, 
     _edit(small_copy / name, line, column, value)
     msg = _error(small_copy)
     assert f"file {small_copy / name}" in msg
-    assert f"line {line}:" in msg and f"field {column!r}" in msg and expected in msg
+    assert f"line {line}, field {column!r}: " in msg and expected in msg
 
 
 @pytest.mark.realdata
@@ -277,7 +277,7 @@ def test_missing_column_and_file(small_copy, name):
     text = path.read_text()
     path.write_text(text.replace(",capacity", ",capacity_ah", 1))
     msg = _error(small_copy)
-    assert f"file {path}" in msg and "line 1:" in msg and "field 'capacity'" in msg
+    assert f"file {path}" in msg and "line 1, field 'capacity':" in msg
     path.unlink()
     msg = _error(small_copy)
     assert f"file {path}" in msg and "file not found" in msg
@@ -293,12 +293,12 @@ def test_cell_in_one_file_only(small_copy):
     traj.write_text("".join(ln for ln in lines if ln.split(",")[1] != "4"))
     msg = _error(small_copy)
     assert f"file {small_copy / sorting.FEATURES_FILE}" in msg
-    assert "line 5:" in msg and "field 'bat_num'" in msg and "cell 4 has no row" in msg
+    assert "line 5, field 'bat_num': cell 4 has no row" in msg
     # cell 99 only in the trajectories (its first row is the file's last line)
     extra = ["0,99,1.0,1.89\n", "1,99,2.0,1.88\n"]
     traj.write_text("".join(lines + extra))
     msg = _error(small_copy)
-    assert f"file {traj}" in msg and f"line {len(lines) + 1}:" in msg and "cell 99 has no row" in msg
+    assert f"file {traj}, line {len(lines) + 1}, field 'bat_num': cell 99 has no row" in msg
 
 
 @pytest.mark.realdata
@@ -308,7 +308,7 @@ def test_cli_prints_one_error_line(small_copy, tmp_path, capsys):
                    "--workdir", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
-    assert err[-1].startswith("error: file ") and "line 2:" in err[-1] and "'ica_1'" in err[-1]
+    assert err[-1].startswith("error: file ") and "line 2, field 'ica_1':" in err[-1]
 
 
 # ---------------------------------------------------------------- runner

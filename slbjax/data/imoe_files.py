@@ -31,7 +31,7 @@ import pandas as pd
 from slbjax import provenance
 from slbjax.data import plausible
 from slbjax.data.cells import QV_POINTS, Cell
-from slbjax.errors import DataError
+from slbjax.errors import DataError, csv_problem
 
 __all__ = [
     "DATASETS",
@@ -112,7 +112,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     except pd.errors.ParserError as exc:
         m = re.search(r"line (\d+)", str(exc))
         row = int(m.group(1)) - 2 if m else None
-        raise DataError(path, f"not a valid CSV table ({exc})", row=row) from None
+        raise DataError(path, f"not a valid CSV table ({csv_problem(exc)})", row=row) from None
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not a UTF-8 text file ({exc.reason})") from None
     except OSError as exc:
@@ -471,6 +471,10 @@ def _read_ul_lsd(path: Path, df: pd.DataFrame, dataset: str) -> dict:
     plausible.capacity(capacity, "mAh" if dataset == "UL" else "Ah", fail("Discharge_Capacity"))
     plausible.qv_scale(qv[:, -1] - qv[:, 0], capacity, fail("Capacity_Increment"))
     plausible.relaxation_unit(relax_flat, fail("Relaxation_Voltage"))
+    # the columns as recorded, before a UL file name replaces them: a slip is still a slip
+    warns += plausible.temperature(temperature, fail("Temperature"))
+    warns += plausible.c_rate(charge, "Charge_Current", fail("Charge_Current"))
+    warns += plausible.c_rate(discharge, "Discharge_Current", fail("Discharge_Current"))
     if dataset == "UL":
         qv, capacity = qv / 1000.0, capacity / 1000.0
         notes.append("Capacity_Increment and Discharge_Capacity converted from mAh to Ah")
@@ -488,9 +492,6 @@ def _read_ul_lsd(path: Path, df: pd.DataFrame, dataset: str) -> dict:
             f"{grid[0]:g}..{grid[-1]:g} V (the reference loader wrongly assumes "
             f"{AUTHORS_LSD_GRID[0]}..{AUTHORS_LSD_GRID[1]} V)"
         )
-    warns += plausible.temperature(temperature, fail("Temperature"))
-    warns += plausible.c_rate(charge, "Charge_Current", fail("Charge_Current"))
-    warns += plausible.c_rate(discharge, "Discharge_Current", fail("Discharge_Current"))
     qv = _clean_qv(qv, cycle, notes)
     valid = _validity(qv, relax_flat, relax_len, cycle, notes)
     return dict(
@@ -956,10 +957,13 @@ def load_split(
     ds = dataset.upper()
     missing = [rel for role in ROLES for rel in files[role] if not (root / rel).is_file()]
     if missing and ds != "TPSL":
+        total = sum(len(v) for v in files.values())
+        label = " ".join(str(x) for x in (ds, subset, condition) if x) if ds == "UL" else ds
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise DataError(
             root,
-            f"{len(missing)} file(s) of the {dataset} {subset or ''} {condition or ''} split "
-            f"missing under this data folder: {', '.join(missing)}",
+            f"{len(missing)} of the {total} file(s) of the {label} split are missing under this "
+            f"data folder: {shown} (expected the layout of shared/data/README.md)",
         )
     fmt = "UL" if ds == "UL" else ds
     cells = {

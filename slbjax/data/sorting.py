@@ -23,7 +23,7 @@ import pandas as pd
 
 from slbjax import provenance
 from slbjax.data import plausible
-from slbjax.errors import DataError
+from slbjax.errors import DataError, csv_problem
 
 FEATURES_FILE = "features.csv"
 TRAJECTORIES_FILE = "capacity_trajectories.csv"
@@ -69,7 +69,7 @@ class SortingData:
 
 
 def _error(path: Path, line: int, field: str | None, problem: str) -> DataError:
-    return DataError(path, f"line {line}: {problem}", field=field)
+    return DataError(path, problem, row=line - 2, field=field)
 
 
 def _read_table(path: Path, what: str) -> pd.DataFrame:
@@ -81,16 +81,16 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
                          skip_blank_lines=False)
     except pd.errors.EmptyDataError:
-        raise DataError(path, f"line 1: file is empty, expected a header row and {what}") from None
+        raise DataError(path, f"file is empty, expected a header row and {what}", row=-1) from None
     except pd.errors.ParserError as exc:
         m = re.search(r"line (\d+)", str(exc))
-        line = f"line {m.group(1)}: " if m else ""
-        raise DataError(path, f"{line}not a valid CSV table ({exc})") from None
+        row = int(m.group(1)) - 2 if m else None
+        raise DataError(path, f"not a valid CSV table ({csv_problem(exc)})", row=row) from None
     except (UnicodeDecodeError, OSError) as exc:
         raise DataError(path, f"cannot be read as a text file ({exc})") from None
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0:
-        raise DataError(path, f"line 2: header but no data rows, expected {what}")
+        raise DataError(path, f"header but no data rows, expected {what}", row=0)
     return df
 
 
