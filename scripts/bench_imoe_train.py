@@ -35,6 +35,14 @@ pool.  On a busy machine a thread per core oversubscribes it; compare with
 thread each).  ``--time-to-accuracy`` trains both from the same weights until the
 validation MAPE reaches the level or ``--budget-s`` runs out (slbjax's time
 includes its compilation).
+
+The authors' published code is timed only where you point the benchmark at
+your own checkout of it (``--authors-code DIR``, the folder holding its
+``run.py``, with its data in place): it runs in a subprocess, on UL-NCA
+CY25-05_1 with its defaults (batch 32), for ``--authors-epochs A B`` epochs
+(default 2 and 6), alternating, ``--authors-repeats`` times; its seconds per
+epoch are the median of (wall(B) - wall(A)) / (B - A), so start-up, data
+loading and its final test cancel.  Nothing of it is part of slbjax.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ import argparse
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -295,8 +305,9 @@ def time_to_accuracy(trainer, target: float, budget_s: float) -> dict:
     }
 
 
-def epoch_benchmark(args, model, params, train: Batch, val: Batch, kw: dict) -> None:
-    """ms per epoch side by side, FLOPs, GFLOP/s and (optionally) the per-step breakdown."""
+def epoch_benchmark(args, model, params, train: Batch, val: Batch, kw: dict) -> float:
+    """ms per epoch side by side, FLOPs, GFLOP/s and (optionally) the per-step breakdown;
+    returns slbjax's median ms per epoch."""
     # --- ms per epoch: the frameworks alternate epoch by epoch so load changes hit both
     sj = SlbjaxTrainer(model, params, train, val, **kw)
     t0 = time.perf_counter()
@@ -312,7 +323,7 @@ def epoch_benchmark(args, model, params, train: Batch, val: Batch, kw: dict) -> 
               "torch not installed, slbjax only):")
         print(f"  slbjax (one member, one epoch per call): {1e3 * statistics.median(times):8.1f} ms   "
               f"(range {1e3 * min(times):.0f}-{1e3 * max(times):.0f}; compile + 1st epoch {compile_s:.1f} s)")
-        return
+        return 1e3 * statistics.median(times)
     th = TorchTrainer(model, params, train, val, **kw)
     th.epoch()  # warm-up
     times: dict[str, list[float]] = {"slbjax": [], "torch": [], "torch_train": []}
@@ -386,6 +397,38 @@ def epoch_benchmark(args, model, params, train: Batch, val: Batch, kw: dict) -> 
 
     if not args.no_breakdown:
         breakdown(model, params, train, args.batch_size, repeats=max(20, 4 * args.epochs))
+    return sj_ms
+
+
+def authors_run_py(code_dir: Path) -> Path:
+    """The ``run.py`` of a checkout of the authors' code (in DIR or DIR/IMOE)."""
+    for candidate in (code_dir / "run.py", code_dir / "IMOE" / "run.py"):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(f"error: {code_dir}: no run.py here or in IMOE/; point --authors-code at a "
+                     "checkout of the authors' iMOE code")
+
+
+def authors_seconds_per_epoch(code_dir: Path, python: str, epochs: tuple[int, int],
+                              repeats: int) -> dict:
+    """Seconds per epoch of the authors' ``run.py`` by differencing two epoch counts."""
+    run_py = authors_run_py(code_dir)
+    a, b = epochs
+    walls: dict[int, list[float]] = {a: [], b: []}
+    for _ in range(repeats):
+        for n in (a, b):
+            cmd = [python, run_py.name, "--dataset", "UL-NCA", "--condition", "CY25-05_1",
+                   "--train_epochs", str(n)]
+            t0 = time.perf_counter()
+            out = subprocess.run(cmd, cwd=run_py.parent, capture_output=True, text=True)
+            walls[n].append(time.perf_counter() - t0)
+            if out.returncode != 0:
+                last = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+                raise SystemExit(f"error: {run_py}: exited {out.returncode} after "
+                                 f"{walls[n][-1]:.0f} s: {last}")
+    per_epoch = [(tb - ta) / (b - a) for ta, tb in zip(walls[a], walls[b], strict=True)]
+    return {"seconds": statistics.median(per_epoch), "min": min(per_epoch),
+            "max": max(per_epoch), "walls": walls}
 
 
 def main() -> None:
@@ -416,6 +459,12 @@ def main() -> None:
     ap.add_argument(
         "--budget-s", type=float, default=600.0, help="time-to-accuracy budget per framework"
     )
+    ap.add_argument("--authors-code", type=Path, default=None, metavar="DIR",
+                    help="your checkout of the authors' iMOE code: time its run.py too")
+    ap.add_argument("--authors-python", default=sys.executable,
+                    help="the Python (with torch) that runs the authors' code")
+    ap.add_argument("--authors-epochs", type=int, nargs=2, default=(2, 6), metavar=("A", "B"))
+    ap.add_argument("--authors-repeats", type=int, default=3)
     args = ap.parse_args()
 
     if torch is not None:
@@ -431,8 +480,18 @@ def main() -> None:
     params = init_params(model, jax.random.key(args.seed), train)
     kw = dict(batch_size=args.batch_size, lr=args.lr, seed=args.seed)
 
-    if args.epochs > 0:
-        epoch_benchmark(args, model, params, train, val, kw)
+    slbjax_ms = epoch_benchmark(args, model, params, train, val, kw) if args.epochs > 0 else None
+
+    if args.authors_code is not None:
+        a, b = args.authors_epochs
+        r = authors_seconds_per_epoch(args.authors_code, args.authors_python, (a, b),
+                                      args.authors_repeats)
+        print(f"\nauthors' code ({authors_run_py(args.authors_code)}, {a} vs {b} epochs, "
+              f"{args.authors_repeats} repeats, alternating): {1e3 * r['seconds']:.0f} ms per epoch "
+              f"(range {1e3 * r['min']:.0f}-{1e3 * r['max']:.0f})")
+        if slbjax_ms is not None:
+            print(f"  authors' code / slbjax: {1e3 * r['seconds'] / slbjax_ms:.2f}x "
+                  "(both measured in this run)")
 
     if args.time_to_accuracy is not None:
         target = args.time_to_accuracy
