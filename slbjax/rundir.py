@@ -395,7 +395,7 @@ def execute(
     Returns:
       (metrics of each point, whether each was reused), in order.
     """
-    from slbjax import provenance, runners
+    from slbjax import provenance, run_figures, runners
     from slbjax.train import resume as train_resume
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -443,6 +443,7 @@ def execute(
             for i, m, folder in zip(todo, results, folders, strict=True):
                 write_provenance(points[i].run_dir, data_dir, reads)
                 write_metrics(points[i].run_dir, m)
+                run_figures.draw_run_figures(points[i].run_dir)  # listed in the marker by finish()
                 folder.finish()
                 found[i] = read_json(points[i].run_dir / METRICS_FILE)
     return found, reused

@@ -10,7 +10,7 @@ Layout of a sweep folder::
 
     sweep.json        experiment, grid and base overrides
     sweep.csv         one row per point: its grid values and metrics
-    sweep.png         the main metric against the first grid key (mean +- std over seeds)
+    sweep.png         the main metric against the first non-seed grid key (mean +- std over seeds)
     points/<name>/    an ordinary run folder per point (reloadable with load_run)
 
 A point whose folder already holds the same config and a metrics.json is
@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from slbjax import config as cfglib
@@ -127,31 +128,159 @@ def run_sweep(
     ]
     table = pd.DataFrame(rows)
     table.to_csv(workdir / "sweep.csv", index=False)
-    plot_sweep(table, [k for k, _ in grid], workdir / "sweep.png")
+    try:
+        plot_sweep(table, [k for k, _ in grid], workdir / "sweep.png")
+    except Exception as e:  # the table is written; a figure is not worth failing the sweep
+        print(f"sweep: note: sweep.png not drawn ({type(e).__name__}: {e})", file=sys.stderr)
     return table
 
 
-def plot_sweep(table: pd.DataFrame, keys: list[str], path: Path) -> None:
-    """Main metric against the first non-seed grid key, mean +- std over the rest."""
-    import matplotlib
+LABELS = {
+    "model.num_experts": "number of experts",
+    "model.top_k": "experts per sample (top-k)",
+    "model.hidden": "hidden units",
+    "model.arch": "architecture",
+    "model.gate": "gate",
+    "model.router": "router",
+    "data.horizon": "prediction horizon (cycles)",
+    "data.train_fraction": "fraction of training cells",
+    "data.soc_start": "initial SOC (%)",
+    "data.condition": "condition",
+    "train.learning_rate": "learning rate",
+    "train.seed": "seed",
+    "train.ensemble_size": "ensemble size",
+    "train.epochs": "epochs",
+    "test_mape_pct": "test MAPE (%)",
+    "interp_soh_mape_generated_pct": "SOH MAPE, generated features, interpolation (%)",
+}
+"""Axis labels of grid keys and metrics; others: :func:`axis_label`."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    metric = next((m for m in MAIN_METRICS if m in table.columns), None)
-    if metric is None:
-        return
-    x = next((k for k in keys if not k.endswith(".seed")), keys[0])
-    stats = table.groupby(x)[metric].agg(["mean", "std", "count"]).reset_index()
+def axis_label(key: str) -> str:
+    """A readable label: ``LABELS`` or ``section.some_key`` -> ``some key`` (``_pct`` -> ``(%)``)."""
+    if key in LABELS:
+        return LABELS[key]
+    name = key.rsplit(".", 1)[-1]
+    pct = name.endswith("_pct")
+    name = name[: -len("_pct")] if pct else name
+    return name.replace("_", " ") + (" (%)" if pct else "")
+
+
+def _is_replicate(key: str) -> bool:
+    """Seeds: grid keys whose values repeat a run, averaged over in the figure."""
+    name = key.rsplit(".", 1)[-1]
+    return name == "seed" or name.endswith("_seed")
+
+
+def _axis_values(column: pd.Series) -> tuple[str, list]:
+    """("int" | "float" | "category", the distinct values in plotting order)."""
+    seen = list(dict.fromkeys(column.tolist()))
+    text = [str(v).strip() for v in seen]
+    if all(re.fullmatch(r"[+-]?\d+", t) for t in text):
+        return "int", sorted(int(t) for t in text)
     try:
-        xs = stats[x].astype(float)
+        return "float", sorted(float(t) for t in text)
     except ValueError:
-        xs = stats[x].astype(str)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3)
-    ax.set_xlabel(x)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} (mean +- std over {int(stats['count'].max())} run(s) per value)", fontsize=8)
+        return "category", seen
+
+
+def _number(v: float) -> str:
+    """``2``, ``0.001``, ``150``: never an exponent or an offset."""
+    if float(v).is_integer():
+        return str(int(v))
+    return np.format_float_positional(float(v), precision=6, unique=True, trim="-")
+
+
+def plot_sweep(table: pd.DataFrame, keys: list[str], path: Path | None = None):
+    """Main metric against the first non-seed grid key: mean +- std over the seeds.
+
+    One line per combination of the other non-seed keys (at most eight; more
+    are averaged over, as the title says).  Integer keys get ticks at their
+    values only, strings are categories, numbers spanning decades a log axis;
+    neither axis uses offset or scientific notation, and the y range is never
+    narrower than 5 % of the metric so that a negligible difference does not
+    look like a trend.  The title says when the differences between values lie
+    within the spread over seeds.  Writes ``path`` when given; returns the
+    figure (None when the table holds no main metric).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+
+    metric = next((m for m in MAIN_METRICS if m in table.columns and table[m].notna().any()), None)
+    if metric is None or not keys:
+        return None
+    x = next((k for k in keys if not _is_replicate(k)), keys[0])
+    seeds = [k for k in keys if _is_replicate(k) and k != x]
+    others = [k for k in keys if k not in seeds and k != x]
+    table = table.assign(**{metric: pd.to_numeric(table[metric], errors="coerce")})
+    kind, values = _axis_values(table[x])
+    key_of = {v: v for v in values} if kind == "category" else {
+        v: (int(v) if kind == "int" else float(v)) for v in dict.fromkeys(table[x].tolist())}
+    xcol = table[x].map(lambda v: key_of.get(v, v))
+    series_keys = others
+    combos = table.groupby(others, sort=False).ngroups if others else 1
+    if combos > 8:
+        series_keys = []
+    averaged = [axis_label(k) for k in others if k not in series_keys]
+
+    fig = Figure(figsize=(5.4, 3.8))
+    ax = fig.subplots()
+    pos = {v: i for i, v in enumerate(values)} if kind == "category" else {v: v for v in values}
+    groups = table.assign(_x=xcol).groupby(series_keys, sort=False) if series_keys else [((), table.assign(_x=xcol))]
+    means, stds, runs = [], [], []
+    for label, part in groups:
+        stats = part.groupby("_x", sort=False)[metric].agg(["mean", "std", "count"])
+        stats = stats.reindex([v for v in values if v in stats.index])
+        xs = [pos[v] for v in stats.index]
+        name = None
+        if series_keys:
+            label = label if isinstance(label, tuple) else (label,)
+            name = ", ".join(f"{axis_label(k)} {v}" for k, v in zip(series_keys, label, strict=True))
+        ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", ms=4, capsize=3,
+                    label=name, linestyle="none" if kind == "category" else "-")  # no order to draw
+        means.append(stats["mean"])
+        stds += [s for s in stats["std"] if pd.notna(s)]
+        runs.append(int(stats["count"].max()))
+    if kind == "category":
+        ax.set_xticks(range(len(values)), [str(v) for v in values], fontsize=8)
+        ax.set_xlim(-0.5, len(values) - 0.5)
+    else:
+        positive = all(v > 0 for v in values)
+        if positive and len(values) > 2 and max(values) / min(values) >= 20:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(NullLocator())
+        if len(values) <= 12:  # ticks at the swept values, written as numbers
+            ax.set_xticks(values, [_number(v) for v in values])
+        else:
+            if kind == "int":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _number(v)))
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    # never zoom a negligible difference into a slope
+    lo, hi = ax.get_ylim()
+    level = max(abs(lo), abs(hi))
+    if hi - lo < 0.05 * level:
+        mid = 0.5 * (lo + hi)
+        ax.set_ylim(mid - 0.025 * level, mid + 0.025 * level)
+    ax.tick_params(labelsize=8)
+    ax.set_xlabel(axis_label(x), fontsize=9)
+    ax.set_ylabel(axis_label(metric), fontsize=9)
+    if series_keys:
+        ax.legend(fontsize=7)
+
+    n = max(runs)
+    over = f"mean ± std over {n} seeds" if n > 1 else "one run per value: no seed spread to judge differences by"
+    if averaged:
+        over = f"mean ± std over seeds and {', '.join(averaged)}"
+    ranges = [float(m.max() - m.min()) for m in (m.dropna() for m in means) if len(m) > 1]
+    if stds and ranges:
+        diff = max(ranges)  # along x, within each line
+        spread = float(np.sqrt(np.mean(np.square(stds))))
+        if diff <= spread:
+            over += f"; differences within the seed spread (range {diff:.2g}, std {spread:.2g})"
+    lines = [f"{axis_label(metric)} vs {axis_label(x)}", over]
+    ax.set_title("\n".join(lines), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

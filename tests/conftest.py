@@ -1,6 +1,7 @@
 """Shared pytest fixtures.
 
-Every test runs with 8 CPU devices and JAX's strict promotion rules.
+Every test runs with 8 CPU devices and JAX's strict promotion rules, and
+without run figures (``SLBJAX_FIGURES=0``) unless it turns them on.
 
 ``data_dir``: the real data folder named by ``$SLBJAX_DATA`` (laid out like
 ``shared/data``, with an ``imoe/`` folder).  Tests using it are skipped when the
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import jax
 import pytest
+
+# Run figures cost about a second per run; the tests of the figures turn them on themselves.
+os.environ.setdefault("SLBJAX_FIGURES", "0")
 
 # Before any computation: 8 CPU devices, so CPU-only runs exercise multi-device code paths.
 jax.config.update("jax_num_cpu_devices", 8)

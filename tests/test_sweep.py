@@ -11,7 +11,16 @@ from slbjax.experiments import imoe_experts, imoe_synthetic
 from slbjax.cli import main
 from slbjax.errors import ConfigError
 from slbjax.runners import imoe
-from slbjax.sweep import expand, experiment_grid, groups_of, merge_grids, parse_grid, point_name
+from slbjax.sweep import (
+    axis_label,
+    expand,
+    experiment_grid,
+    groups_of,
+    merge_grids,
+    parse_grid,
+    plot_sweep,
+    point_name,
+)
 
 
 def test_parse_and_expand_the_cartesian_grid():
@@ -42,7 +51,8 @@ def test_shape_free_values_share_a_program_and_shapes_do_not():
         assert len(g) == 4 and len({cfgs[i].model.num_experts for i in g}) == 1
 
 
-def test_sweep_runs_gathers_and_reuses(tmp_path, capsys):
+def test_sweep_runs_gathers_and_reuses(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SLBJAX_FIGURES", "1")
     wd = tmp_path / "sw"
     args = ["sweep", "imoe-synthetic", "--smoke", "--grid", "train.seed=0,1",
             "--grid", "model.num_experts=2,3", "--set", "train.epochs=2", "--workdir", str(wd)]
@@ -50,6 +60,11 @@ def test_sweep_runs_gathers_and_reuses(tmp_path, capsys):
     table = pd.read_csv(wd / "sweep.csv")
     assert len(table) == 4 and table.test_mape_pct.notna().all()
     assert (wd / "sweep.png").exists()
+    # every point is a run with its figures, listed in its marker
+    for point in (wd / "points").iterdir():
+        files = json.loads((point / "slbjax-run.json").read_text())["files"]
+        assert {"trajectories.png", "parity.png", "per_cell_mape.png"} <= set(files)
+        assert (point / "parity.png").read_bytes()[:4] == b"\x89PNG"
     # the two seeds of one expert count trained in one program yet differ
     e2 = table[table["model.num_experts"] == 2]
     assert e2.test_mape_pct.nunique() == 2
@@ -86,3 +101,33 @@ def test_declared_grid_is_merged_with_command_line_grids():
     assert experiment_grid(imoe_synthetic, smoke=True) == []
     with pytest.raises(ConfigError, match="nothing to sweep"):
         merge_grids([], [])
+
+
+def test_sweep_figure_has_integer_ticks_plain_numbers_and_says_when_seeds_explain_it(tmp_path):
+    # expert counts 2, 4, 8 whose MAPE differs by 0.0002 % while seeds differ by more
+    table = pd.DataFrame({"model.num_experts": ["2", "2", "4", "4", "8", "8"], "train.seed": ["0", "1"] * 3,
+                          "test_mape_pct": [2.3610, 2.3614, 2.3612, 2.3609, 2.3611, 2.3615]})
+    fig = plot_sweep(table, ["model.num_experts", "train.seed"], tmp_path / "sweep.png")
+    ax = fig.axes[0]
+    assert list(ax.get_xticks()) == [2, 4, 8]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "4", "8"]
+    assert ax.xaxis.get_offset_text().get_text() == "" and ax.yaxis.get_offset_text().get_text() == ""
+    assert not any(c in t.get_text() for t in ax.get_yticklabels() for c in "e+")
+    assert ax.get_xlabel() == "number of experts" and ax.get_ylabel() == "test MAPE (%)"
+    assert "differences within the seed spread" in ax.get_title() and "2 seeds" in ax.get_title()
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 0.05 * 2.3  # a 0.0002 % difference is not stretched over the whole axis
+    (bars,) = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert bars.has_yerr  # std over seeds
+
+
+def test_sweep_figure_of_strings_is_categorical_with_one_line_per_other_key(tmp_path):
+    table = pd.DataFrame({"model.gate": ["authors", "topk_softmax"] * 2, "data.horizon": [10, 10, 30, 30],
+                          "test_mape_pct": [3.0, 2.0, 4.0, 2.5]})
+    ax = plot_sweep(table, ["model.gate", "data.horizon"], tmp_path / "sweep.png").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["authors", "topk_softmax"]
+    assert list(ax.get_xticks()) == [0, 1]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == \
+        ["prediction horizon (cycles) 10", "prediction horizon (cycles) 30"]
+    assert "no seed spread" in ax.get_title()
+    assert axis_label("train.some_key") == "some key" and axis_label("val_rmse_pct") == "val rmse (%)"
