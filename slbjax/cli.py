@@ -5,9 +5,10 @@
   slbjax run EXPERIMENT [--set k=v ...] [--data-dir DIR] [--workdir DIR] [--smoke] [--overwrite | --resume]
   slbjax sweep EXPERIMENT --grid k=v1,v2 [--grid ...] [--set k=v ...] [--workdir DIR] [--smoke]
   slbjax report SUITE [--smoke] [--data-dir DIR] [--workdir DIR]
-  slbjax predict --run DIR --input PATH [-o OUT.csv] [--overwrite]
+  slbjax predict --run DIR --input PATH [-o OUT.csv] [--overwrite] [--refuse-out-of-distribution]
   slbjax generate --run DIR --soc 0.30 --soh 0.85 [-n 1000] -o OUT.csv
   slbjax triage --run DIR --input PATH [--groups K | --group-size N] [--apps FILE] -o OUT
+                [--refuse-out-of-distribution]
 
 Errors a user can fix are printed as one ``error: ...`` line (exit status 2).
 """
@@ -15,6 +16,7 @@ Errors a user can fix are printed as one ``error: ...`` line (exit status 2).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import signal
@@ -150,34 +152,75 @@ def cmd_predict(args) -> int:
 
     out = Path(args.output) if args.output else None
     _refuse_existing(out, args.overwrite)
-    table = load_run(args.run).predict(args.input)
-    if out is None:
-        table.to_csv(sys.stdout, index=False)
-    else:
-        write_table(table, out)
-        print(f"wrote {len(table)} rows to {out}", file=sys.stderr)
+    run = load_run(args.run)
+    frames = run.iter_predict(args.input, refuse_out_of_distribution=args.refuse_out_of_distribution)
+    counts = _Counts()
+    with csv_output(out) as (fh, direct):
+        if direct and args.refuse_out_of_distribution:
+            frames = list(frames)  # every cell checked before a line reaches the reader
+        fh.write(",".join(run.columns) + "\n")
+        fh.flush()  # a full disk fails here, before any cell is predicted
+        for frame in frames:
+            frame.to_csv(fh, header=False, index=False)
+            counts.add(frame)
+    if out is not None:
+        print(f"wrote {counts.rows} rows ({counts}) to {out}", file=sys.stderr)
     return 0
 
 
-def write_table(table, out: Path) -> None:
-    """Writes a CSV to a temporary name beside ``out`` and moves it into place, so a full
-    disk or a kill leaves no half-written file; a device (``/dev/stdout``) is written directly.
-    File-system faults name ``out``."""
+class _Counts:
+    """Rows, cells by split and cells out of distribution of a prediction, for its last line."""
+
+    def __init__(self):
+        self.rows, self.splits, self.outside, self.checked = 0, {}, 0, True
+
+    def add(self, frame) -> None:
+        self.rows += len(frame)
+        split = frame.split.iloc[0]
+        self.splits[split] = self.splits.get(split, 0) + 1
+        if frame.in_distribution.isna().iloc[0]:
+            self.checked = False
+        elif not frame.in_distribution.iloc[0]:
+            self.outside += 1
+
+    def __str__(self) -> str:
+        n = sum(self.splits.values())
+        if not n:
+            return "no cell with a valid cycle"
+        text = f"{n} cell{'s' if n != 1 else ''}: " + ", ".join(
+            f"{self.splits[k]} {k}" for k in ("train", "val", "test", "other", "unknown")
+            if k in self.splits)
+        return text + (f"; {self.outside} out of distribution" if self.checked else "; no range check")
+
+
+@contextlib.contextmanager
+def csv_output(out: Path | None):
+    """Yields (text handle, direct) for a CSV: standard output (``out`` None) or a device such
+    as ``/dev/stdout`` written directly (``direct`` True), else a temporary file beside ``out``
+    moved into place when the block ends without error, so a full disk, a kill or a refusal
+    leaves no half-written file.  An output folder fails before the block runs; file-system
+    faults name ``out``."""
+    if out is None:
+        yield sys.stdout, True
+        sys.stdout.flush()
+        return
     try:
         if out.exists() and not out.is_file() and not out.is_dir():
-            table.to_csv(out, index=False)
+            with open(out, "w", newline="") as fh:
+                yield fh, True
             return
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file name", str(out))
         tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
         try:
-            table.to_csv(tmp, index=False)
+            with open(tmp, "w", newline="") as fh:
+                yield fh, False
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
     except OSError as e:
-        if e.filename is None:
+        if e.filename is None or str(e.filename).startswith(str(out.with_name(f".{out.name}.tmp"))):
             raise OSError(e.errno, e.strerror, str(out)) from None
         raise
 
@@ -197,7 +240,8 @@ def cmd_triage(args) -> int:
     summary = triage.run(Path(args.run), Path(args.input), Path(args.output),
                          num_groups=args.groups, group_size=args.group_size,
                          apps_path=Path(args.apps) if args.apps else None,
-                         cell_voltage_v=args.cell_voltage, overwrite=args.overwrite)
+                         cell_voltage_v=args.cell_voltage, overwrite=args.overwrite,
+                         refuse_out_of_distribution=args.refuse_out_of_distribution)
     print(f"{summary['num_cells']} cells in {summary['num_groups']} groups; wrote {args.output}",
           file=sys.stderr)
     return 0
@@ -279,6 +323,10 @@ def build_parser(list_experiments: bool = False) -> argparse.ArgumentParser:
     pr.add_argument("--input", required=True, help="a cell file or a folder of cell files")
     pr.add_argument("-o", "--output", help="output CSV (default: standard output)")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    pr.add_argument("--refuse-out-of-distribution", action="store_true",
+                    help="stop with an error, writing nothing, when a cell lies outside the run's "
+                         "training ranges (default: a warning per cell on stderr and "
+                         "in_distribution=False in the output)")
     pr.set_defaults(fn=cmd_predict)
 
     t = sub.add_parser("triage", help="group retired cells and assign uses with a finished life-lsd run")
@@ -292,6 +340,10 @@ def build_parser(list_experiments: bool = False) -> argparse.ArgumentParser:
                    help="nominal cell voltage for group energies, V (default 3.6)")
     t.add_argument("-o", "--output", required=True, help="output folder (never overwritten unless --overwrite)")
     t.add_argument("--overwrite", action="store_true", help="replace an earlier triage output")
+    t.add_argument("--refuse-out-of-distribution", action="store_true",
+                   help="stop with an error, writing nothing, when a cell lies outside the run's "
+                        "training ranges (default: a warning per cell on stderr and "
+                        "in_distribution=False in cells.csv)")
     t.set_defaults(fn=cmd_triage)
 
     it = sub.add_parser("interpret", help="router analysis of a finished iMOE run (the paper's Fig. 4)")
@@ -310,7 +362,10 @@ def build_parser(list_experiments: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--soh", type=float, required=True, help="SOH as a fraction, e.g. 0.85")
     g.add_argument("-n", type=int, default=1000, help="number of samples")
     g.add_argument("-o", "--output", required=True, help="output CSV (never overwritten)")
-    g.add_argument("--case", type=int, default=None, help="which case's model (default: all-SOC)")
+    g.add_argument("--case", type=int, default=None,
+                   help="which SOC case's model (default: of the run's cases, the one whose "
+                        "training SOC levels span --soc, or lie nearest to it; ties go to the "
+                        "case with the most training levels, then to the lowest case number)")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(fn=cmd_generate)
     return p

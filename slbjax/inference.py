@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import os
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,12 @@ import jax
 import numpy as np
 import pandas as pd
 
-from slbjax import checkpoint
+from slbjax import checkpoint, provenance
 from slbjax import config as cfglib
 from slbjax.config import from_dict
 from slbjax.configs.cvae import CvaeConfig
 from slbjax.configs.imoe import ImoeConfig
+from slbjax.data import ranges
 from slbjax.data.cells import Cell
 from slbjax.data.features import Normaliser, physics_features, trim_soc
 from slbjax.data.imoe_files import find_cell_files, load_cell_file
@@ -37,11 +40,21 @@ from slbjax.evaluate.intervals import Z90
 from slbjax.models.apply import batched_apply
 from slbjax.models.cvae import PulseCVAE
 from slbjax.models.trajectory import build_model
-from slbjax.rundir import read_run_config
+from slbjax.rundir import CONFIG_FILE, read_json, read_run_config
 from slbjax.train import cvae as cvae_train
 from slbjax.train.loop import member_params
 
-PREDICT_COLUMNS = ["cell", "start_cycle", "step", "predicted_capacity_ah", "true_capacity_ah"]
+TRAJECTORY_COLUMNS = ["cell", "start_cycle", "step", "predicted_capacity_ah", "true_capacity_ah"]
+"""The trajectory columns, as a run's own ``predictions.csv`` has them."""
+PREDICT_COLUMNS = [*TRAJECTORY_COLUMNS, "split", "source", "in_distribution"]
+"""Columns of a prediction (an ensemble's ``lower90_ah, upper90_ah`` come before ``split``)."""
+PROGRESS_CELLS = 10  # a progress line every this many cells ...
+PROGRESS_SECONDS = 5.0  # ... or after this long, and at the end
+_CHUNK = 4096  # rows per model call; shorter calls are padded to a power of two (>= 64)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def cell_inputs(cell: Cell, horizon: int, soc_start: int) -> dict[str, np.ndarray]:
@@ -68,6 +81,37 @@ def cell_inputs(cell: Cell, horizon: int, soc_start: int) -> dict[str, np.ndarra
     }
 
 
+def _members_fn(model) -> Any:
+    """The jitted ``(params [M, ...], qv, features, load) -> [M, S, L]`` of ``model``, shared by
+    every :class:`Run` of an equal model (reloading a run does not compile it again)."""
+    try:
+        return _cached_members_fn(model)
+    except TypeError:  # a module with an unhashable field
+        return _build_members_fn(model)
+
+
+def _build_members_fn(model) -> Any:
+    return jax.jit(jax.vmap(lambda p, q, f, u: batched_apply(model, p, q, f, u)[0],
+                            in_axes=(0, None, None, None)))
+
+
+_cached_members_fn = functools.lru_cache(maxsize=8)(_build_members_fn)
+
+
+def _padded(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` with its first axis padded to ``size`` rows (copies of the last row)."""
+    if len(a) == size:
+        return a
+    return np.concatenate([a, np.repeat(a[-1:], size - len(a), axis=0)])
+
+
+def _where(cell: Cell, source: str | None) -> str:
+    """How a message names the cell: its file (relative to the input) or its name."""
+    if source:
+        return source
+    return cell.source if cell.source and cell.source != "synthetic" else cell.name
+
+
 @dataclasses.dataclass
 class Run:
     """A finished iMOE run, reloaded.
@@ -90,6 +134,14 @@ class Run:
         nominal one: they get ``1.645`` (normal quantile, uncalibrated; on
         UL-NCA CY25-05_1 it covered about half of the test points).
       interval_calibrated: whether ``interval_scale`` is a calibrated one.
+      training_ranges: the ranges of the training cells
+        (``training_ranges.json``, :mod:`slbjax.data.ranges`); None for runs
+        written before they were recorded: their predictions get no range check.
+      cell_roles: cell name -> ``train`` / ``val`` / ``test``, from the run's
+        ``data_report.json``; None when the run has no such list.
+      data_hashes: SHA-256 of the data files the run read (``config.json``
+        provenance); a file named as a run cell but with other contents is
+        not that cell.
     """
 
     path: Path
@@ -102,23 +154,118 @@ class Run:
     model: Any
     interval_scale: float = Z90
     interval_calibrated: bool = False
+    training_ranges: ranges.TrainingRanges | None = None
+    cell_roles: dict[str, str] | None = None
+    data_hashes: frozenset[str] = frozenset()
 
     def __post_init__(self):
-        self._fn = jax.jit(jax.vmap(lambda p, q, f, u: batched_apply(self.model, p, q, f, u)[0],
-                                    in_axes=(0, None, None, None)))
+        self._fn = _members_fn(self.model)
 
-    def predict_cells(self, cells: Iterable[Cell]) -> pd.DataFrame:
+    def split_of(self, cell: Cell) -> str:
+        """``train``, ``val`` or ``test`` for a cell of the run, ``other`` for any other cell
+        (``unknown`` when the run folder does not list its cells)."""
+        if self.cell_roles is None:
+            return "unknown"
+        role = self.cell_roles.get(cell.name)
+        if role is None:
+            return "other"
+        if self.data_hashes and os.path.isfile(cell.source) and \
+                provenance.sha256(cell.source) not in self.data_hashes:
+            return "other"  # named like a cell of the run, but not the file the run read
+        return role
+
+    def range_warning(self, cell: Cell, features: np.ndarray, where: str) -> str | None:
+        """One line naming what of ``cell`` (its capacity, load, and the features [S, F] of its
+        start rows) lies outside the training ranges, or None (also without ranges)."""
+        if self.training_ranges is None:
+            return None
+        return self.training_ranges.warning(where, ranges.imoe_observed(cell, features))
+
+    def _apply(self, qv: np.ndarray, feats: np.ndarray, load: np.ndarray) -> np.ndarray:
+        """[M, S, L] members' trajectories, in calls of a few fixed sizes (one compile each)."""
+        out = []
+        for s in range(0, len(feats), _CHUNK):
+            n = min(_CHUNK, len(feats) - s)
+            size = min(_CHUNK, max(64, 1 << (n - 1).bit_length()))
+            y = self._fn(self.params, *(_padded(a[s:s + n], size) for a in (qv, feats, load)))
+            out.append(np.asarray(y, dtype=np.float64)[:, :n])
+        return np.concatenate(out, 1)
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns of this run's predictions (with the interval of an ensemble)."""
+        interval = ["lower90_ah", "upper90_ah"] if self.ensemble_size > 1 else []
+        return [*TRAJECTORY_COLUMNS, *interval, *PREDICT_COLUMNS[len(TRAJECTORY_COLUMNS):]]
+
+    def predict_cells(
+        self,
+        cells: Iterable[Cell],
+        sources: Iterable[str] | None = None,
+        *,
+        refuse_out_of_distribution: bool = False,
+        total: int | None = None,
+        progress: bool = False,
+    ) -> pd.DataFrame:
         """Trajectory from every valid cycle of each cell.
 
-        Columns ``PREDICT_COLUMNS``; for an ensemble the prediction is the
-        members' mean and ``lower90_ah`` / ``upper90_ah`` give its 90 %
-        interval ``mean +- interval_scale * member std`` (ddof 1), calibrated
-        when the run stored a conformal scale (see :attr:`interval_scale`).
+        Columns :attr:`columns`: :data:`PREDICT_COLUMNS`, and for an ensemble,
+        whose prediction is the members' mean, ``lower90_ah`` / ``upper90_ah``
+        before ``split``: its 90 % interval ``mean +- interval_scale * member
+        std`` (ddof 1), calibrated when the run stored a conformal scale (see
+        :attr:`interval_scale`).  ``split`` is the cell's role in the run
+        (:meth:`split_of`), ``source`` the file it came from (``sources``, else
+        the cell's own path), and ``in_distribution`` whether the cell lies
+        inside the training ranges (empty for a run without them).  A cell
+        outside them is warned about on stderr, one line per cell; with
+        ``refuse_out_of_distribution`` it raises.
+
+        Args:
+          cells: the cells (may be a generator: they are read one by one).
+          sources: how to name each cell's file, aligned with ``cells``.
+          refuse_out_of_distribution: raise instead of warning.
+          total: the number of cells, for the progress lines.
+          progress: write ``[predict] i/total cells, rows`` lines to stderr.
+
+        Raises:
+          OutOfDistribution: a cell outside the training ranges, with
+            ``refuse_out_of_distribution`` (or a run without ranges).
+          DataError: a cell whose features do not fit the run.
         """
+        frames = list(self.iter_frames(cells, sources, refuse_out_of_distribution=refuse_out_of_distribution,
+                                       total=total, progress=progress))
+        if not frames:
+            return pd.DataFrame(columns=self.columns)
+        return pd.concat(frames, ignore_index=True)
+
+    def iter_frames(
+        self,
+        cells: Iterable[Cell],
+        sources: Iterable[str] | None = None,
+        *,
+        refuse_out_of_distribution: bool = False,
+        total: int | None = None,
+        progress: bool = False,
+    ) -> Iterator[pd.DataFrame]:
+        """:meth:`predict_cells` one cell at a time: yields each cell's table (cells without a
+        valid cycle give none), so a caller can write them as they come."""
         horizon, soc = self.config.data.horizon, self.config.data.soc_start
         nfeat = self.feature_normaliser.mean.shape[0]
-        frames = []
-        for cell in cells:
+        if self.training_ranges is None:
+            if refuse_out_of_distribution:
+                raise ranges.OutOfDistribution(
+                    f"{self.path} holds no {ranges.RANGES_FILE} (a run trained before training "
+                    "ranges were recorded): cells cannot be checked, so "
+                    "--refuse-out-of-distribution refuses them all; nothing was written")
+            _log(f"[predict] note: {self.path} holds no {ranges.RANGES_FILE} (trained before "
+                 "training ranges were recorded): no out-of-distribution check was done; "
+                 "in_distribution is left empty")
+        rows, noted = 0, False
+        t_last, said = time.monotonic(), -1
+        sources = iter(sources) if sources is not None else None
+        count = 0
+        of = lambda: total if total is not None else "?"  # noqa: E731
+        for count, cell in enumerate(cells, 1):
+            where = _where(cell, next(sources, None) if sources is not None else None)
             x = cell_inputs(cell, horizon, soc)
             if x["features"].shape[1] != nfeat:
                 raise DataError(
@@ -127,37 +274,84 @@ class Run:
                     f"{cell.dataset} cell gives {x['features'].shape[1]} "
                     "(TPSL files have no relaxation data: 6 features instead of 12)",
                 )
-            if len(x["start_row"]) == 0:
-                continue
-            feats = self.feature_normaliser.apply(x["features"]).astype(np.float32)
-            load = self.load_normaliser.apply(x["load"]).astype(np.float32)
-            members = []
-            for s in range(0, len(feats), 4096):
-                y = self._fn(self.params, x["qv"][s:s + 4096].astype(np.float32),
-                             feats[s:s + 4096], load[s:s + 4096])
-                members.append(np.asarray(y, dtype=np.float64))
-            mean, std = ensemble_spread(np.concatenate(members, 1))
-            n = mean.shape[0]
-            frame = pd.DataFrame({
-                "cell": cell.name,
-                "start_cycle": np.repeat(x["start_cycle"], horizon),
-                "step": np.tile(np.arange(horizon), n),
-                "predicted_capacity_ah": mean.reshape(-1),
-                "true_capacity_ah": x["truth"].reshape(-1),
-            })
-            if self.ensemble_size > 1:
-                lower, upper = scaled_interval(mean, std, self.interval_scale)
-                frame["lower90_ah"] = lower.reshape(-1)
-                frame["upper90_ah"] = upper.reshape(-1)
-            frames.append(frame)
-        if not frames:
-            return pd.DataFrame(columns=PREDICT_COLUMNS)
-        return pd.concat(frames, ignore_index=True)
+            warning = self.range_warning(cell, x["features"], where)
+            if warning is not None:
+                if refuse_out_of_distribution:
+                    raise ranges.OutOfDistribution(
+                        f"{warning}; refused (--refuse-out-of-distribution): nothing was written")
+                if not noted:
+                    _log(f"[predict] out-of-distribution check: {self.training_ranges.describe()}")
+                    noted = True
+                _log(f"warning: {warning}")
+            if len(x["start_row"]):
+                frame = self._frame(cell, x, where, warning)
+                rows += len(frame)
+                yield frame
+            now = time.monotonic()
+            if progress and (count % PROGRESS_CELLS == 0 or now - t_last >= PROGRESS_SECONDS):
+                _log(f"[predict] {count}/{of()} cells, {rows} rows")
+                t_last, said = now, count
+        if progress and said != count:
+            _log(f"[predict] {count}/{of()} cells, {rows} rows")
 
-    def predict(self, path: str | os.PathLike) -> pd.DataFrame:
-        """Predicts for every cell file under ``path`` (a file or a folder)."""
+    def _frame(self, cell: Cell, x: dict, where: str, warning: str | None) -> pd.DataFrame:
+        """The long table of one cell's predictions."""
+        horizon = self.config.data.horizon
+        feats = self.feature_normaliser.apply(x["features"]).astype(np.float32)
+        load = self.load_normaliser.apply(x["load"]).astype(np.float32)
+        mean, std = ensemble_spread(self._apply(x["qv"].astype(np.float32), feats, load))
+        n = mean.shape[0]
+        frame = pd.DataFrame({
+            "cell": cell.name,
+            "start_cycle": np.repeat(x["start_cycle"], horizon),
+            "step": np.tile(np.arange(horizon), n),
+            "predicted_capacity_ah": mean.reshape(-1),
+            "true_capacity_ah": x["truth"].reshape(-1),
+        })
+        if self.ensemble_size > 1:
+            lower, upper = scaled_interval(mean, std, self.interval_scale)
+            frame["lower90_ah"] = lower.reshape(-1)
+            frame["upper90_ah"] = upper.reshape(-1)
+        frame["split"] = self.split_of(cell)
+        frame["source"] = where
+        inside = pd.NA if self.training_ranges is None else warning is None
+        frame["in_distribution"] = pd.array([inside] * len(frame), dtype="boolean")
+        return frame
+
+    def predict(self, path: str | os.PathLike, *, refuse_out_of_distribution: bool = False,
+                progress: bool = True) -> pd.DataFrame:
+        """Predicts for every cell file under ``path`` (a file or a folder); ``source`` is each
+        file relative to ``path``.  Progress goes to stderr (see :meth:`predict_cells`)."""
+        frames = list(self.iter_predict(path, refuse_out_of_distribution=refuse_out_of_distribution,
+                                        progress=progress))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
+
+    def iter_predict(self, path: str | os.PathLike, *, refuse_out_of_distribution: bool = False,
+                     progress: bool = True) -> Iterator[pd.DataFrame]:
+        """:meth:`predict`, one cell file's table at a time (see :meth:`iter_frames`)."""
         files = find_cell_files(path)
-        return self.predict_cells(load_cell_file(f) for f in files)
+        return self.iter_frames((load_cell_file(f) for f in files),
+                                [ranges.relative_source(f, Path(path)) for f in files],
+                                refuse_out_of_distribution=refuse_out_of_distribution,
+                                total=len(files), progress=progress)
+
+
+def _cell_roles(path: Path) -> dict[str, str] | None:
+    """cell name -> role from the run's ``data_report.json``, or None without one."""
+    try:
+        cells = read_json(path / "data_report.json")["cells"]
+        return {str(n): role for role in ("train", "val", "test") for n in cells.get(role, [])}
+    except (RunDirError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _data_hashes(path: Path) -> frozenset[str]:
+    """SHA-256 of the data files the run read (empty for runs without provenance)."""
+    try:
+        files = read_json(path / CONFIG_FILE)["provenance"]["files_sha256"]
+        return frozenset(str(h) for h in files.values())
+    except (RunDirError, KeyError, TypeError, AttributeError):
+        return frozenset()
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -166,7 +360,9 @@ def load_run(path: str | os.PathLike) -> Run:
     An ensemble's interval multiplier is the checkpoint's ``interval90.scale``
     (split-conformal on the run's validation cells); a run saved before
     intervals were calibrated has none and falls back to the nominal,
-    uncalibrated 1.645 (said once on stderr).
+    uncalibrated 1.645 (said once on stderr).  The training ranges, the cells'
+    roles and the hashes of the files read come from ``training_ranges.json``,
+    ``data_report.json`` and ``config.json`` where the run has them.
 
     Raises:
       RunDirError: the folder does not hold a finished iMOE run.
@@ -191,6 +387,8 @@ def load_run(path: str | os.PathLike) -> Run:
         feature_normaliser=Normaliser.from_dict(meta["feature_normaliser"]),
         load_normaliser=Normaliser.from_dict(meta["load_normaliser"]), model=model,
         interval_scale=float(interval.get("scale", Z90)), interval_calibrated=calibrated,
+        training_ranges=ranges.read(path), cell_roles=_cell_roles(path),
+        data_hashes=_data_hashes(path),
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from slbjax.cli import main
 from slbjax.data.synthetic import cohort_split, generate_cohort
-from slbjax.inference import PREDICT_COLUMNS, load_run
+from slbjax.inference import TRAJECTORY_COLUMNS, load_run
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_run_writes_config_metrics_tables_and_checkpoint(smoke_run):
         assert isinstance(metrics[key], float), key
     assert 0 < metrics["test_mape_pct"] < 50
     preds = pd.read_csv(smoke_run / "predictions.csv")
-    assert list(preds.columns) == PREDICT_COLUMNS
+    assert list(preds.columns) == TRAJECTORY_COLUMNS  # predict adds split, source, in_distribution
     assert (smoke_run / "per_cell_metrics.csv").exists()
     assert (smoke_run / "checkpoints").is_dir()
 
@@ -108,10 +108,11 @@ def test_bad_run_arguments_give_one_clear_error(args, message, capsys, tmp_path)
     assert not (tmp_path / "x").exists()
 
 
-def test_unknown_key_error_lists_valid_keys(capsys, tmp_path):
-    main(["run", "imoe-synthetic", "--set", "model.experts=3", "--workdir", str(tmp_path / "x")])
-    err = capsys.readouterr().err
-    assert "model.num_experts" in err and "train.seed" in err and "data.horizon" in err
+def test_unknown_key_error_names_the_nearest_keys(capsys, tmp_path):
+    assert main(["run", "imoe-synthetic", "--set", "model.experts=3", "--workdir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did you mean model.num_experts" in err[0]
+    assert "slbjax show EXPERIMENT" in err[0] and not (tmp_path / "x").exists()
 
 
 def test_real_data_experiment_without_data_says_how_to_supply_it(monkeypatch, capsys, tmp_path):

@@ -4,7 +4,9 @@
 the run), their standardisation and the conformal multipliers; :meth:`LifeRun.predict`
 turns arrival measurements (the first ``data.measured_cycles`` rows of each
 cell file) into the remaining life with its calibrated interval and the
-trajectory with its band.
+trajectory with its band.  :meth:`LifeRun.range_warning` compares a cell's
+measured rows with the run's training ranges (``training_ranges.json``,
+:mod:`slbjax.data.ranges`).
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ from slbjax import checkpoint
 from slbjax.config import from_dict
 from slbjax.configs.life import LifeConfig
 from slbjax.data import life as life_data
+from slbjax.data import ranges
 from slbjax.data.cells import Cell
 from slbjax.errors import RunDirError
 from slbjax.evaluate.life import interval
 from slbjax.models.life import LifeMLP
 from slbjax.rundir import read_run_config
 from slbjax.train.life import predict_members
+
+MAX_TRAJECTORY_STEPS = 100_000
+"""Cycles after the measured ones up to which a trajectory is drawn (the life itself is not cut)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +43,8 @@ class CellPrediction:
       capacity_ah: its capacity; remaining, lower, upper: remaining life (cycles
       after ``measured_cycle``) and its calibrated interval; trajectory, lower_ah,
       upper_ah: [steps] predicted capacity after ``measured_cycle`` with its band
-      (until the upper bound's life); truth: the file's own capacities after the
-      measured rows (may be empty); true_remaining: the file's remaining life when
+      (until the upper bound's life, at most :data:`MAX_TRAJECTORY_STEPS`); truth:
+      the file's own capacities after the measured rows (may be empty); true_remaining: the file's remaining life when
       the record reaches the end of life, else None; estimated_soh: the SOH (share
       of the rating) the estimator reads from the last measured cycle's Q-V curve
       and relaxation voltage.
@@ -69,6 +75,23 @@ class LifeRun:
     trajectory_conformal_scale: float
     soh_params: object
     soh_hparams: dict
+    training_ranges: ranges.TrainingRanges | None = None
+    """None for runs written before training ranges were recorded (no range check)."""
+
+    def observed(self, cell: Cell) -> dict[str, tuple[float, float] | None]:
+        """What the model reads of ``cell``: capacity and load of its measured rows and its
+        arrival features."""
+        m = self.config.data.measured_cycles
+        x = life_data.arrival_features(cell, 0, m)
+        return {**ranges.cell_spans(cell, slice(0, m)),
+                **ranges.feature_spans(life_data.FEATURE_NAMES, x[None, :])}
+
+    def range_warning(self, cell: Cell, where: str) -> str | None:
+        """One line naming what of ``cell`` lies outside the training ranges, or None (also
+        for a run without ranges)."""
+        if self.training_ranges is None:
+            return None
+        return self.training_ranges.warning(where, self.observed(cell))
 
     @property
     def model(self) -> LifeMLP:
@@ -101,7 +124,11 @@ class LifeRun:
         for i, c in enumerate(cells):
             c_last = float(c.capacity_ah[m - 1])
             lev = life_data.levels(np.array([c_last]), end_ah, k)[0]
-            steps = int(np.ceil(hi_t[i, -1]))
+            # a cell far outside the training data can get an absurd life (1e11 cycles for a
+            # UL cell on an LSD run): its trajectory is drawn for at most MAX_TRAJECTORY_STEPS
+            end = float(hi_t[i, -1])
+            steps = int(np.ceil(end)) if np.isfinite(end) and end < MAX_TRAJECTORY_STEPS \
+                else MAX_TRAJECTORY_STEPS
             truth = c.capacity_ah[m:]
             reaches = bool(truth.size) and bool((truth <= end_ah).any())
             out.append(CellPrediction(
@@ -137,7 +164,8 @@ def load_life_run(path: str | os.PathLike) -> LifeRun:
     cfg = from_dict(LifeConfig, meta["config"])
     stats = lambda d: {k: np.asarray(v, np.float32) for k, v in d.items()}  # noqa: E731
     return LifeRun(path, cfg, params["life"], stats(meta["hparams"]), float(meta["conformal_scale"]),
-                   float(meta["trajectory_conformal_scale"]), params["soh"], stats(meta["soh_hparams"]))
+                   float(meta["trajectory_conformal_scale"]), params["soh"], stats(meta["soh_hparams"]),
+                   ranges.read(path))
 
 
 def prediction_table(preds: list[CellPrediction], nominal_ah: float) -> pd.DataFrame:

@@ -8,6 +8,12 @@ is assigned to a second-life application or to recycling
 (:mod:`slbjax.decide.allocate`) on its life at the lower 90 % bound.  Writes
 ``cells.csv``, ``groups.csv``, ``report.md`` with figures, and ``triage.json``
 (what was run on what).
+
+Every cell is compared with the run's training ranges (:mod:`slbjax.data.ranges`):
+a cell outside them is warned about on stderr (one line per cell), marked
+``in_distribution = False`` in ``cells.csv`` and counted in ``triage.json`` and
+``report.md``; with ``refuse_out_of_distribution`` it stops the triage before
+anything is written.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from slbjax.data import ranges
+from slbjax.data.cells import Cell
 from slbjax.data.imoe_files import find_cell_files, load_cell_file
 from slbjax.decide import allocate, grouping
-from slbjax.decide.life_run import CellPrediction, load_life_run, prediction_table
+from slbjax.decide.life_run import CellPrediction, LifeRun, load_life_run, prediction_table
 from slbjax.errors import ConfigError, RunDirError
 from slbjax.rundir import write_json
 
@@ -36,6 +44,13 @@ def _log(msg: str) -> None:
 def prepare_output(out: Path, overwrite: bool) -> Path:
     """Creates ``out``; a non-empty folder is refused, unless ``overwrite`` and it is an
     earlier triage output (holds ``triage.json``), whose files are then replaced."""
+    check_output(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Raises RunDirError when :func:`prepare_output` would refuse ``out``; creates nothing."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"output {out} is a file, expected a folder")
     if out.exists() and any(out.iterdir()):
@@ -45,8 +60,39 @@ def prepare_output(out: Path, overwrite: bool) -> Path:
         if not (out / MARKER).exists():
             raise RunDirError(f"refusing to overwrite {out}: it is not a triage output "
                               f"(no {MARKER}); remove it yourself if you mean it")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+
+
+def range_check(life_run: LifeRun, cells: list[Cell], sources: list[str],
+                refuse: bool = False) -> tuple[list[bool | None], list[str]]:
+    """([cells] in_distribution, None without training ranges; the warnings, one per cell
+    outside), each warning written to stderr.
+
+    Raises:
+      OutOfDistribution: with ``refuse``, the first cell outside (or a run without ranges).
+    """
+    tr = life_run.training_ranges
+    if tr is None:
+        if refuse:
+            raise ranges.OutOfDistribution(
+                f"{life_run.path} holds no {ranges.RANGES_FILE} (a run trained before training "
+                "ranges were recorded): cells cannot be checked, so --refuse-out-of-distribution "
+                "refuses them all; nothing was written")
+        _log(f"note: {life_run.path} holds no {ranges.RANGES_FILE} (trained before training "
+             "ranges were recorded): no out-of-distribution check was done")
+        return [None] * len(cells), []
+    flags, warnings = [], []
+    for cell, where in zip(cells, sources, strict=True):
+        warning = life_run.range_warning(cell, where)
+        if warning is not None:
+            if refuse:
+                raise ranges.OutOfDistribution(
+                    f"{warning}; refused (--refuse-out-of-distribution): nothing was written")
+            if not warnings:
+                _log(f"out-of-distribution check: {tr.describe()}")
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+            warnings.append(warning)
+        flags.append(warning is None)
+    return flags, warnings
 
 
 def group_cells(predicted: np.ndarray, num_groups: int | None, group_size: int | None) -> np.ndarray:
@@ -96,21 +142,29 @@ def lower_life_matrix(cells: pd.DataFrame, preds: list[CellPrediction], apps, no
 
 def run(run_path: Path, input_path: Path, out: Path, *, num_groups: int | None = None,
         group_size: int | None = None, apps_path: Path | None = None,
-        cell_voltage_v: float = 3.6, overwrite: bool = False) -> dict:
-    """The whole triage (see the module doc); returns a summary (also in ``triage.json``)."""
+        cell_voltage_v: float = 3.6, overwrite: bool = False,
+        refuse_out_of_distribution: bool = False) -> dict:
+    """The whole triage (see the module doc); returns a summary (also in ``triage.json``).
+    Nothing is written when it fails (nor, with ``refuse_out_of_distribution``, when a cell
+    lies outside the training ranges)."""
     life_run = load_life_run(run_path)
     apps = allocate.load_catalogue(apps_path)
     files = find_cell_files(input_path)
-    out = prepare_output(Path(out), overwrite)
+    out = Path(out)
+    check_output(out, overwrite)
     d = life_run.config.data
     cells = []
     for i, f in enumerate(files, 1):
         cells.append(load_cell_file(f))
         if i % 10 == 0 or i == len(files):
             _log(f"read {i}/{len(files)} cell files")
+    sources = [ranges.relative_source(f, Path(input_path)) for f in files]
+    inside, ood = range_check(life_run, cells, sources, refuse_out_of_distribution)
     preds = life_run.predict(cells)
     _log(f"predicted {len(preds)} cells from their first {d.measured_cycles} cycles")
+    out = prepare_output(out, overwrite)
     table = prediction_table(preds, d.nominal_ah)
+    table["in_distribution"] = pd.array(inside, dtype="boolean")
     table["group"] = group_cells(table.predicted_life_cycles.to_numpy(), num_groups, group_size) + 1
     groups = group_table(table)
     life = lower_life_matrix(table, preds, apps, d.nominal_ah, d.end_soh)
@@ -120,7 +174,8 @@ def run(run_path: Path, input_path: Path, out: Path, *, num_groups: int | None =
                                groups=groups.group.tolist())
     groups = groups.merge(result.table, on="group")
     table = table.merge(groups[["group", "application"]], on="group")
-    table.loc[:, [*CELL_COLUMNS, "estimated_soh", "true_life_cycles"]].to_csv(out / "cells.csv", index=False)
+    table.loc[:, [*CELL_COLUMNS, "estimated_soh", "true_life_cycles", "in_distribution"]].to_csv(
+        out / "cells.csv", index=False)
     groups.to_csv(out / "groups.csv", index=False)
     figures = [draw_group_trajectories(table, preds, out, life_run.config.end_ah),
                draw_parity(table, out), draw_assignment(groups, out)]
@@ -128,7 +183,10 @@ def run(run_path: Path, input_path: Path, out: Path, *, num_groups: int | None =
                "catalogue": str(apps_path or allocate.bundled_catalogue()),
                "num_cells": len(table), "num_groups": len(groups),
                "measured_cycles": d.measured_cycles, "cell_voltage_v": cell_voltage_v,
-               "served_value": result.served_value}
+               "served_value": result.served_value,
+               "range_check": life_run.training_ranges is not None,
+               "num_out_of_distribution": len(ood) if life_run.training_ranges is not None else None,
+               "out_of_distribution": ood}
     known = table.dropna(subset=["true_life_cycles"])
     if len(known):
         inside = (known.true_life_cycles >= known.life_lower90) & (known.true_life_cycles <= known.life_upper90)
@@ -151,6 +209,15 @@ def report_text(summary: dict, groups: pd.DataFrame, figures: list[str]) -> str:
         f"- groups: {summary['num_groups']}; a group lives as long as its shortest-lived cell; "
         "applications are chosen on the life at the lower 90 % bound",
     ]
+    if not summary.get("range_check", False):
+        lines.append("- no out-of-distribution check: the run holds no training ranges "
+                     f"(`{ranges.RANGES_FILE}`, a run trained before they were recorded)")
+    else:
+        k = summary["num_out_of_distribution"]
+        lines.append(f"- out of the training distribution: {k} of {summary['num_cells']} cells "
+                     f"(`in_distribution` in cells.csv; a range is widened by {ranges.MARGIN:.0%} "
+                     "of its width)" + (":" if k else ""))
+        lines += [f"  - {w}" for w in summary["out_of_distribution"]]
     if "cells_with_truth" in summary:
         lines.append(f"- files holding their own later life: {summary['cells_with_truth']}; "
                      f"life MAPE {summary['life_mape_pct']:.1f} %, 90 % interval coverage "

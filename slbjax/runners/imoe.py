@@ -4,7 +4,9 @@ Writes into the run folder (besides ``config.json`` / ``metrics.json`` written
 by the CLI): ``per_cell_metrics.csv``, ``predictions.csv`` (test cells),
 ``history.csv`` (per-epoch losses), ``router_weights.csv`` (test samples, one row per
 member and sample: ``member, cell, start_cycle, soh_start, w0 ..``), ``data_report.json`` (windows per cell,
-too-short cells, what the data can and cannot evaluate) and the checkpoint.
+too-short cells, what the data can and cannot evaluate), ``training_ranges.json`` (capacity,
+load and feature ranges of the training cells, which ``predict`` compares new cells with:
+:mod:`slbjax.data.ranges`) and the checkpoint.
 
 Ensembles (``train.ensemble_size`` > 1) get a 90 % interval ``mean +- q *
 std`` over members whose multiplier ``q`` is calibrated by split conformal
@@ -25,6 +27,8 @@ import pandas as pd
 from slbjax import checkpoint
 from slbjax.config import to_dict
 from slbjax.configs.imoe import ImoeConfig
+from slbjax.data import ranges
+from slbjax.data.cells import Cell
 from slbjax.data.imoe_inputs import (
     has_windows,
     load_cells,
@@ -70,6 +74,25 @@ def shape_signature(cfg: ImoeConfig) -> str:
     """Configs with equal signatures differ only in :data:`BATCHABLE` keys."""
     t = dataclasses.replace(cfg.train, seed=0, learning_rate=1.0, mse_weight=0.0, router_loss_weight=0.0)
     return json.dumps(to_dict(dataclasses.replace(cfg, train=t)), sort_keys=True)
+
+
+def trained_on(cfg: ImoeConfig) -> str:
+    """The training data as a warning names them: ``UL-NCA CY25-05_1``, ``LSD``, ``TPSL-Fixed``."""
+    d = cfg.data
+    if d.dataset == "UL":
+        return f"UL-{d.subset} {d.condition}"
+    return f"TPSL-{d.subset}" if d.dataset == "TPSL" else d.dataset
+
+
+def training_ranges(cfg: ImoeConfig, cells: list[Cell]) -> ranges.TrainingRanges:
+    """Capacity, load and physics-feature ranges of the training cells, over every row a
+    prediction can start from (all rows for capacity and load)."""
+    soc = cfg.data.soc_start
+    return ranges.TrainingRanges.build(
+        "imoe", trained_on(cfg), cells,
+        [ranges.imoe_observed(c, ranges.start_features(c, soc)) for c in cells],
+        rows="capacity and load: every cycle of the training cells; features: every valid "
+             "cycle of them (each a possible prediction start)")
 
 
 def train_and_evaluate(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, float]:
@@ -127,6 +150,7 @@ def train_and_evaluate_group(cfgs: list[ImoeConfig], data_dir: Path | None,
     for note in report["notes"]:
         _log(f"[data] {note}")
 
+    train_ranges = training_ranges(cfg, splits.train)
     prep = prepare(cfg, wins)
     norm, load_norm, batches = prep.norm, prep.load_norm, prep.batches
     t_mean, t_std = prep.t_mean, prep.t_std
@@ -159,14 +183,14 @@ def train_and_evaluate_group(cfgs: list[ImoeConfig], data_dir: Path | None,
     return [
         _evaluate_and_write(
             c, rd, model, batches, wins, [r for r, o in zip(all_results, owner, strict=True) if o == i],
-            report, norm, load_norm, t_mean, t_std,
+            report, norm, load_norm, t_mean, t_std, train_ranges,
         )
         for i, (c, rd) in enumerate(zip(cfgs, run_dirs, strict=True))
     ]
 
 
 def _evaluate_and_write(cfg, run_dir, model, batches, wins, results, report, norm, load_norm,
-                        t_mean, t_std) -> dict[str, float]:
+                        t_mean, t_std, train_ranges: ranges.TrainingRanges) -> dict[str, float]:
     """Evaluates one config's members and writes its run folder; returns its metrics."""
     params = stack_members([r.params for r in results])
     report = {**report, "notes": list(report["notes"])}  # this run's copy (a group shares one)
@@ -249,6 +273,7 @@ def _evaluate_and_write(cfg, run_dir, model, batches, wins, results, report, nor
     ])
     hist.to_csv(run_dir / "history.csv", index=False)
     write_json(run_dir / "data_report.json", report)
+    train_ranges.write(run_dir)
     meta = {
         "family": "imoe",
         "config": to_dict(cfg),

@@ -26,7 +26,10 @@
    :mod:`slbjax.evaluate.clusters`).
 8. Writes ``cells.csv``, ``trajectories.csv``, ``history.csv``, the final
    members' checkpoint (life and SOH networks, with the conformal multipliers),
-   and returns the metrics.
+   ``data_report.json`` (the cells, the files' plausibility warnings, notes),
+   ``training_ranges.json`` (capacity, load and arrival-feature ranges of the
+   cells the final members learned from, which ``triage`` compares new cells
+   with: :mod:`slbjax.data.ranges`), and returns the metrics.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from slbjax.config import to_dict
 from slbjax.configs.life import LifeConfig
 from slbjax.configs.sort import SortConfig, SortMethod
 from slbjax.data import life as life_data
+from slbjax.data import ranges
 from slbjax.data.cells import Cell
 from slbjax.data.imoe_files import find_cell_files, load_cell_file
 from slbjax.data.sorting import TRAJECTORIES_FILE, SortingData, load_sorting
@@ -56,6 +60,7 @@ from slbjax.evaluate import metrics as metric_fns
 from slbjax.evaluate.conformal import conformal_quantile, normalised_scores
 from slbjax.models.life import LifeMLP
 from slbjax.paths import require_data_dir
+from slbjax.rundir import write_json
 from slbjax.runners import sort as sort_runner
 from slbjax.train import life as life_train
 
@@ -72,6 +77,30 @@ def load_cells(folder: Path) -> list[Cell]:
     files = find_cell_files(folder)
     _log(f"reading {len(files)} cell file(s) from {folder}")
     return [load_cell_file(f) for f in files]
+
+
+def training_ranges(cells: list[Cell], train_arr: life_data.Arrivals) -> ranges.TrainingRanges:
+    """Capacity and load ranges over every cycle of ``cells`` and arrival-feature ranges over
+    the training arrivals (the final members learn from all cells)."""
+    kinds = "+".join(sorted({c.dataset for c in cells}))
+    return ranges.TrainingRanges.build(
+        "life", kinds, cells,
+        [{**ranges.cell_spans(c),
+          **ranges.feature_spans(life_data.FEATURE_NAMES, train_arr.x[train_arr.cell == i])}
+         for i, c in enumerate(cells)],
+        rows="capacity and load: every cycle of the cells; features: every training arrival")
+
+
+def data_report(cells: list[Cell], train_arr: life_data.Arrivals, notes: list[str]) -> dict:
+    """``data_report.json``: the cells read, their plausibility warnings
+    (legal but unusual values), the run's notes and the training arrivals per cell."""
+    counts = np.bincount(train_arr.cell, minlength=len(cells))
+    return {
+        "warnings": [w for c in cells for w in c.warnings],
+        "notes": list(notes),
+        "cells": [c.name for c in cells],
+        "training_arrivals": {c.name: int(n) for c, n in zip(cells, counts, strict=True)},
+    }
 
 
 def assign_folds(num_cells: int, folds: int, seed: int) -> np.ndarray:
@@ -166,6 +195,9 @@ def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) ->
     d, t = cfg.data, cfg.train
     root = require_data_dir(data_dir, "life-lsd")
     cells = load_cells(root / d.subdir)
+    for c in cells:
+        for w in c.warnings:
+            _log(f"data warning: {w}")
     if len(cells) < 2 * t.folds:
         raise ConfigError(f"train.folds = {t.folds} needs at least {2 * t.folds} cells, "
                           f"{root / d.subdir} holds {len(cells)}")
@@ -182,6 +214,9 @@ def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) ->
     arrival = life_data.build_arrivals(cells, [[0]] * len(cells), d.measured_cycles, end_ah,
                                        cfg.model.levels)
     sorting = _sorting_arrivals(cells, root / d.sorting_subdir)
+    notes = [] if sorting is not None else [
+        f"no deep-sorting files in {root / d.sorting_subdir}: the grouping on predicted lives "
+        "is not scored (no grouping.csv, groups.csv)"]
     fold = assign_folds(len(cells), t.folds, t.seed)
     specs = member_specs(fold, cfg)
     _log(f"{len(cells)} cells, {len(train_arr)} training arrivals; {t.folds} folds + final model, "
@@ -265,6 +300,8 @@ def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) ->
         **{f"{k}_predicted_remaining_cycles": base_pred[k]["pred"] for k in BASELINES},
     })
     table.to_csv(run_dir / "cells.csv", index=False)
+    write_json(run_dir / "data_report.json", data_report(cells, train_arr, notes))
+    training_ranges(cells, train_arr).write(run_dir)
     pd.concat(traj_rows, ignore_index=True).to_csv(run_dir / "trajectories.csv", index=False)
     pd.concat([pd.DataFrame({"member": i, "epoch": np.arange(1, len(r.history["val_loss"]) + 1),
                              **r.history}) for i, r in enumerate(results)]).to_csv(
