@@ -38,3 +38,17 @@ def data_dir() -> Path:
     if not (path / "imoe").is_dir():
         pytest.fail(f"SLBJAX_DATA={value!r} has no imoe/ folder")
     return path
+
+
+TINY_RUN = ["imoe-synthetic", "--smoke", "--set", "train.epochs=1", "--set", "data.synthetic_cells=10"]
+
+
+@pytest.fixture(scope="session")
+def tiny_imoe_run(tmp_path_factory) -> Path:
+    """One finished tiny imoe-synthetic run per test process, shared: read it, or copy it to
+    change it."""
+    from slbjax.cli import main
+
+    run = tmp_path_factory.mktemp("shared-runs") / "tiny"
+    assert main(["run", *TINY_RUN, "--workdir", str(run)]) == 0
+    return run

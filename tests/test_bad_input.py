@@ -473,13 +473,6 @@ def _(tmp):
 
 
 # ------------------------------------------------------------------ command line: finished runs
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("bad_input") / "run"
-    assert main(["run", *TINY, "--workdir", str(run)]) == 0
-    return run
-
-
 def run_copy(tmp: Path, damage: Callable[[Path], None] | None = None) -> Path:
     run = tmp / "run"
     shutil.copytree(RUN[0], run)
@@ -618,7 +611,7 @@ def test_bad_input(c: Case, tmp_path, capsys, request, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path / "home" / "work")
     if c.id.startswith(("predict-", "triage-", "generate-")):
-        RUN[:] = [request.getfixturevalue("tiny_run")]
+        RUN[:] = [request.getfixturevalue("tiny_imoe_run")]
         capsys.readouterr()
     action = c.build(tmp_path)
     before = _snapshot(tmp_path)

@@ -27,7 +27,6 @@ from slbjax.inference import PREDICT_COLUMNS, TRAJECTORY_COLUMNS, load_run
 from slbjax.models.life import LifeMLP
 from slbjax.runners import life as life_runner
 
-TINY = ["imoe-synthetic", "--smoke", "--set", "train.epochs=1", "--set", "data.synthetic_cells=10"]
 UL_HEADER = ["Cycle", "Charge_Current", "Discharge_Current", "Temperature", "Capacity_Increment",
              "Relaxation_Voltage", "Discharge_Capacity"]
 
@@ -53,10 +52,9 @@ def write_ul(path: Path, cell: Cell, scale: float = 1.0, rows: int = 60) -> Path
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """(run folder, {role: [cells]}) of one tiny imoe-synthetic run."""
-    run = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["run", *TINY, "--workdir", str(run)]) == 0
+def tiny(tiny_imoe_run):
+    """(run folder, {role: [cells]}) of the shared tiny imoe-synthetic run."""
+    run = tiny_imoe_run
     d = load_run(run).config.data
     train, val, test = cohort_split(generate_cohort(d.synthetic_cells, d.synthetic_seed,
                                                     min_cycles=d.horizon + 20))

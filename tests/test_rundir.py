@@ -178,11 +178,12 @@ def test_broken_pipe_is_a_quiet_exit():
 
 
 @pytest.mark.realdata
-def test_damaged_checkpoints_and_bad_outputs_are_one_error_line(tmp_path, capsys, data_dir):
+def test_damaged_checkpoints_and_bad_outputs_are_one_error_line(tmp_path, capsys, data_dir,
+                                                                tiny_imoe_run):
     import shutil
 
     run = tmp_path / "run"
-    assert main(["run", *TINY, "--workdir", str(run)]) == 0
+    shutil.copytree(tiny_imoe_run, run)
     cells = data_dir / "imoe" / "LSD" / "1.csv"  # one cell file
     capsys.readouterr()
 
