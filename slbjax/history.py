@@ -125,7 +125,7 @@ def mlp_task(model: HistoryMLP, num_train: int, batch_size: int) -> loop.Task:
         idx, mask = cut(jax.random.permutation(k_perm, num_train))
         return rng, idx, mask, jax.random.split(k_drop, steps)
 
-    def validate(params, data):
+    def validate(params, data, hp):
         x, y = data.val
         return _batched_mse(jnp.mean((predict(params, x) - y) ** 2, axis=-1), batch_size)
 

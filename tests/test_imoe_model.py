@@ -196,3 +196,53 @@ def test_member_init_factorises_one_matrix_at_a_time():
     qr_operands = re.findall(r"custom_call @lapack_sgeqrf_ffi\((%[\w#]+)\)[^\n]*: \(tensor<([0-9x]+)xf32>", text)
     assert qr_operands, "expected the orthogonal init's QR in the init program"
     assert all(shape.count("x") == 1 for _, shape in qr_operands), qr_operands
+
+
+def test_selection_on_the_validation_loss_changes_only_the_selection():
+    """``select_on="loss"`` (the published code's rule) trains exactly as ``"mse"`` does; only the
+    validation score, hence the best epoch and the stop, differ.  The score is the mean over
+    validation minibatches of the weighted MSE + CV^2 of the minibatch's gate sums."""
+    from slbjax.models.apply import batched_apply
+    from slbjax.train.imoe import LossWeights, cv_squared, eval_loss, fit_members
+
+    # the shapes of test_vmapped_members_equal_separate_trainings: its program is reused
+    train, val = _batch(48, seed=0), _batch(16, seed=1)
+    model = _model(target_mean=float(train.target.mean()), target_std=float(train.target.std()))
+    w = LossWeights(1.0, 0.5)
+    kw = dict(seeds=[0], epochs=6, batch_size=16, learning_rate=1e-2, patience=2, chunk=3,
+              weights=w, log=lambda s: None)
+    by_mse = fit_members(model, train, val, **kw)[0]
+    by_loss = fit_members(model, train, val, select_on="loss", **kw)[0]
+    n = min(by_mse.epochs_run, by_loss.epochs_run)
+    assert by_mse.history["train_loss"][:n] == by_loss.history["train_loss"][:n]
+    assert "val_loss" in by_loss.history and "val_mse" not in by_loss.history
+    # the returned parameters are the best epoch's, and their score is the recorded best
+    assert by_loss.best_val == pytest.approx(min(by_loss.history["val_loss"]))
+    assert float(eval_loss(by_loss.params, model, val, 16, w)) == pytest.approx(by_loss.best_val, rel=1e-5)
+    # on 20 windows: minibatches of 16 and 4, weighted equally
+    val20 = _batch(20, seed=2)
+    scores = []
+    for start in (0, 16):
+        part = val20.take(slice(start, start + 16))
+        pred, gates = batched_apply(model, by_loss.params, part.qv, part.features, part.load)
+        scores.append(float(((pred - part.target) ** 2).mean())
+                      + 0.5 * float(cv_squared(gates.sum(0), 1e-10)))
+    assert float(eval_loss(by_loss.params, model, val20, 16, w)) == pytest.approx(np.mean(scores), rel=1e-5)
+    with pytest.raises(ValueError, match="select_on"):
+        fit_members(model, train, val, select_on="test", **kw)
+
+
+def test_authors_protocol_changes_exactly_the_keys_it_names():
+    """imoe-ul-authors is imoe-ul with the published code's training choices, nothing else."""
+    from slbjax.experiments import imoe_ul, imoe_ul_authors
+
+    from slbjax.config import describe
+
+    for smoke in (False, True):
+        ours = {k: v for k, _, v in describe(imoe_ul.get_config(smoke))}
+        theirs = {k: v for k, _, v in describe(imoe_ul_authors.get_config(smoke))}
+        assert ours.keys() == theirs.keys()
+        changed = {k for k in ours if ours[k] != theirs[k]}
+        assert changed == set(imoe_ul_authors.AUTHORS)
+        assert {k: theirs[k] for k in changed} == {k: str(v).lower() if isinstance(v, bool) else str(v)
+                                                   for k, v in imoe_ul_authors.AUTHORS.items()}

@@ -78,7 +78,10 @@ class ImoeModel:
 class ImoeTrain:
     """Optimisation.  Defaults: the paper's Adam, lr 1e-4, batch 32, and
     loss weights alpha 0.75 (trajectory MSE), beta 0.25 (router CV^2 loss).
-    Early stopping and the best checkpoint use the validation trajectory MSE only.
+    ``select_on``: what early stopping and the best checkpoint look at:
+    ``mse``, the validation trajectory MSE (default), or ``loss``, the
+    weighted training loss on validation minibatches of ``batch_size`` (the
+    published code's rule: trajectory MSE + router loss).
     ``ensemble_size`` N > 1 trains N members (seeds seed .. seed+N-1) in one
     vmapped program; predictions are the members' mean with a 90 % interval.
     ``data_parallel`` shards each minibatch over all devices (the batch size
@@ -95,6 +98,7 @@ class ImoeTrain:
     mse_weight: float = 0.75
     router_loss_weight: float = 0.25
     router_loss_eps: float = 1e-10
+    select_on: Literal["mse", "loss"] = "mse"
     chunk: int = 10
 
 

@@ -174,7 +174,7 @@ def train_and_evaluate_group(cfgs: list[ImoeConfig], data_dir: Path | None,
         model, tr, val if val is not None else tr, seeds=seeds, epochs=t.epochs,
         batch_size=t.batch_size, learning_rate=lrs,
         patience=t.patience if val is not None else t.epochs + 1,
-        weights=weights, chunk=t.chunk,
+        weights=weights, chunk=t.chunk, select_on=t.select_on,
         mesh=data_mesh(t.batch_size) if t.data_parallel else None,
         log=lambda s: _log(f"[train] {s}"),
     )
@@ -199,10 +199,13 @@ def _evaluate_and_write(cfg, run_dir, model, batches, wins, results, report, nor
         "seconds_per_epoch": results[0].seconds_per_epoch,
         "epochs_run": max(r.epochs_run for r in results),
         "best_epoch": results[0].best_epoch,
-        "best_val_mse": results[0].best_val if "val" in batches else float("nan"),
+        f"best_val_{cfg.train.select_on}": results[0].best_val if "val" in batches else float("nan"),
         "ensemble_size": len(results),
     }
     ensemble = len(results) > 1
+    if ensemble:
+        out.update({f"member{i}_best_epoch": r.best_epoch for i, r in enumerate(results)})
+        out.update({f"member{i}_epochs_run": r.epochs_run for i, r in enumerate(results)})
     preds = {role: predict_members(model, params, batches[role]) for role in ("train", "val", "test")
              if role in batches}  # [N, M, L], [N, M, E]
     cal = calibrate_interval(preds["val"][0] if "val" in preds else None, wins["val"]) if ensemble else None
@@ -268,7 +271,7 @@ def _evaluate_and_write(cfg, run_dir, model, batches, wins, results, report, nor
         out["interval_width90_uncalibrated_ah"] = out["test_interval_width90_uncalibrated_ah"]
     pd.DataFrame(per_cell_rows).to_csv(run_dir / "per_cell_metrics.csv", index=False)
     hist = pd.concat([
-        pd.DataFrame({"member": i, "epoch": np.arange(1, len(r.history["val_mse"]) + 1), **r.history})
+        pd.DataFrame({"member": i, "epoch": np.arange(1, len(r.history["train_loss"]) + 1), **r.history})
         for i, r in enumerate(results)
     ])
     hist.to_csv(run_dir / "history.csv", index=False)

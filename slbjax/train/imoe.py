@@ -6,8 +6,9 @@ minibatch), the parameter init, the epoch's minibatches (a fresh permutation
 of the training windows from ``fold_in(key, epoch)``, the last minibatch
 padded and masked, so every window counts once per epoch as with a PyTorch
 loader without ``drop_last``) and the validation trajectory MSE without
-router noise, which chooses the best parameters and stops a member after
-``patience`` epochs without improvement.
+router noise (or, with ``select_on="loss"``, the weighted loss on validation
+minibatches as the published code computes it), which chooses the best
+parameters and stops a member after ``patience`` epochs without improvement.
 """
 
 from __future__ import annotations
@@ -67,6 +68,21 @@ def eval_mse(params, model: IMOE, data: Batch, batch_size: int = 4096) -> jax.Ar
     return total / data.size
 
 
+def eval_loss(params, model: IMOE, data: Batch, batch_size: int, weights: LossWeights) -> jax.Array:
+    """The training loss on ``data`` as the published code validates: the mean over
+    minibatches of ``batch_size`` in order (the last one shorter, weighted as the
+    others) of the weighted trajectory MSE + CV^2 of the minibatch's gate sums,
+    without router noise."""
+    total = jnp.zeros(())
+    starts = range(0, data.size, batch_size)
+    for start in starts:
+        part = data.take(slice(start, start + batch_size))
+        pred, gates = batched_apply(model, params, part.qv, part.features, part.load)
+        mse = ((pred - part.target) ** 2).mean()
+        total = total + weights.mse * mse + weights.router * cv_squared(gates.sum(0), weights.eps)
+    return total / len(starts)
+
+
 def predict(model: IMOE, params, data: Batch, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic predictions [M, L] and router weights [M, E] as numpy."""
     fn = jax.jit(lambda p, q, f, u: batched_apply(model, p, q, f, u))
@@ -79,11 +95,17 @@ def predict(model: IMOE, params, data: Batch, batch_size: int = 8192) -> tuple[n
     return np.concatenate(preds), np.concatenate(gates)
 
 
+@functools.lru_cache(maxsize=16)
+def _members_apply(model: IMOE) -> Callable:
+    return jax.jit(jax.vmap(lambda p, q, f, u: batched_apply(model, p, q, f, u), in_axes=(0, None, None, None)))
+
+
 def predict_members(
     model: IMOE, stacked_params, data: Batch, batch_size: int = 8192
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions [N, M, L] and router weights [N, M, E] of N stacked members."""
-    fn = jax.jit(jax.vmap(lambda p, q, f, u: batched_apply(model, p, q, f, u), in_axes=(0, None, None, None)))
+    """Predictions [N, M, L] and router weights [N, M, E] of N stacked members (one compiled
+    program per model and shape, kept for the runs of a group)."""
+    fn = _members_apply(model)
     preds, gates = [], []
     for start in range(0, data.size, batch_size):
         part = data.take(slice(start, start + batch_size))
@@ -98,11 +120,18 @@ def init_params(model: IMOE, key, sample: Batch):
 
 
 @functools.lru_cache(maxsize=16)
-def task(model: IMOE, num_train: int, batch_size: int, eps: float = 1e-10) -> loop.Task:
+def task(model: IMOE, num_train: int, batch_size: int, eps: float = 1e-10,
+         select_on: str = "mse") -> loop.Task:
     """The training task of ``model`` on ``num_train`` windows in minibatches of ``batch_size``.
 
     Per-member values (``hparams``): ``{"mse": weight, "router": weight}``.
+    ``select_on``: the validation score that picks the best epoch and stops a
+    member: ``"mse"``, the trajectory MSE over all validation windows, or
+    ``"loss"``, the member's weighted training loss on validation minibatches
+    (:func:`eval_loss`, the published code's rule).
     """
+    if select_on not in ("mse", "loss"):
+        raise ValueError(f"select_on must be 'mse' or 'loss', got {select_on!r}")
     steps, cut = loop.shuffled_batches(num_train, batch_size)
 
     def loss(params, batch: Batch, mask, rng, hp):
@@ -119,8 +148,10 @@ def task(model: IMOE, num_train: int, batch_size: int, eps: float = 1e-10) -> lo
         loss=loss,
         plan=plan,
         optimizer=optax.adam,
-        validate=lambda params, data: eval_mse(params, model, data.val),
-        val_name="mse",
+        validate=(lambda params, data, hp: eval_mse(params, model, data.val)) if select_on == "mse"
+        else (lambda params, data, hp: eval_loss(params, model, data.val, batch_size,
+                                                 LossWeights(hp["mse"], hp["router"], eps))),
+        val_name=select_on,
     )
 
 
@@ -152,6 +183,7 @@ def fit_members(
     chunk: int = 10,
     mesh: Mesh | None = None,
     log: Callable[[str], None] | None = None,
+    select_on: str = "mse",
 ) -> list[TrainResult]:
     """Trains one model per seed in ONE compiled program (:func:`slbjax.train.loop.fit`).
 
@@ -160,7 +192,7 @@ def fit_members(
     single training with ``seeds[i]`` gets.
     """
     ws = [weights] * len(seeds) if isinstance(weights, LossWeights) else list(weights)
-    t = task(model, train.size, batch_size, ws[0].eps)
+    t = task(model, train.size, batch_size, ws[0].eps, select_on)
     return loop.fit(t, loop.Data(train, val), members(seeds, learning_rate, ws), epochs=epochs,
                     patience=patience, chunk=chunk, mesh=mesh, log=log)
 

@@ -95,7 +95,7 @@ def life_task(model: LifeMLP, num_rows: int, max_train_rows: int, batch_size: in
         mask = hp["train_w"][idx] * real
         return rng, idx, mask, jax.random.split(k_steps, steps)
 
-    def validate(params, data):
+    def validate(params, data, hp):
         x, z, shares, w = data.val
         return jnp.sum(row_loss(params, x, z, shares) * w) / jnp.maximum(jnp.sum(w), 1.0)
 

@@ -103,8 +103,8 @@ class Task:
         optimizer state, so at least the learning rate is a per-member value.
       prepare: ``(data, hparams) -> data``, the member's view of the shared data
         (e.g. its own normalisation), computed once per program call; None: as given.
-      validate: ``(params, data) -> scalar``, lower is better; None: no selection
-        (the final parameters are returned).
+      validate: ``(params, data, hparams) -> scalar``, lower is better; None: no
+        selection (the final parameters are returned).
       val_name: name of the validation score in the history (``val_<name>``).
     """
 
@@ -250,7 +250,7 @@ def _chunk_fn(task: Task, *, epochs: int, chunk: int, patience: int | None,
         logs.update({f"train_{k}": (v * counts).sum() / rows for k, v in aux.items()})
         new = state._replace(params=params, opt_state=opt_state, rng=rng, epoch=state.epoch + 1)
         if task.validate is not None:
-            val = task.validate(params, data)
+            val = task.validate(params, data, hparams)
             logs[f"val_{task.val_name}"] = val
             improved = val < state.best_val
             since = jnp.where(improved, 0, state.since_best + 1)
