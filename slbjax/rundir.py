@@ -406,6 +406,10 @@ def execute(
             why = resumable(p)
             if why:
                 raise RunDirError(f"cannot resume: {why}")
+    for p, done in zip(points, reused, strict=True):  # missing data fail before any folder is made
+        check = getattr(runners.for_config(p.cfg), "check_inputs", None)
+        if check is not None and not done:
+            check(p.cfg, data_dir)
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(points):
         if found[i] is None:

@@ -119,6 +119,12 @@ def test_real_data_experiment_without_data_says_how_to_supply_it(monkeypatch, ca
     monkeypatch.delenv("SLBJAX_DATA", raising=False)
     assert main(["run", "imoe-ul", "--smoke", "--workdir", str(tmp_path / "x")]) == 2
     assert "--data-dir" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # checked before the run folder is made
+    (tmp_path / "empty" / "imoe").mkdir(parents=True)
+    assert main(["run", "imoe-lsd", "--smoke", "--data-dir", str(tmp_path / "empty"),
+                 "--workdir", str(tmp_path / "y")]) == 2
+    assert "86 of the 86 file(s) of the LSD split are missing" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def test_predict_refuses_to_overwrite_and_reports_missing_input(smoke_run, tmp_path, capsys):

@@ -111,9 +111,14 @@ def test_a_second_process_cannot_write_a_locked_folder(tmp_path):
 def test_status_of_failed_and_interrupted_runs_and_who_respects_it(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     monkeypatch.delenv("SLBJAX_DATA", raising=False)
-    # a run that fails on its data: marked failed, and the next run there needs no --overwrite
+    # data that are not there: refused before the folder is made
     assert main(["run", "imoe-ul", "--smoke", "--workdir", str(run)]) == 2
-    assert "--data-dir" in capsys.readouterr().err
+    assert "--data-dir" in capsys.readouterr().err and not run.exists()
+    # a run that fails once it has started: marked failed, and the next run there needs no
+    # --overwrite
+    with pytest.raises(ValueError):
+        with rundir.open_run_dir(run):
+            raise ValueError("a fault inside the training")
     assert rundir.read_marker(run)["status"] == "failed"
     with pytest.raises(RunDirError, match="did not finish .status 'failed'"):
         rundir.read_run_config(run)

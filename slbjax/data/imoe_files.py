@@ -922,6 +922,28 @@ class SplitCells:
         return getattr(self, role)
 
 
+def check_split_files(root: Path, dataset: str, subset: str | None = None,
+                      condition: str | None = None) -> tuple[dict[str, list[str]], list[str]]:
+    """(files by role, the missing ones) of a reference split under ``root``, without
+    reading them; raises DataError for a missing folder or missing UL / LSD files (for
+    TPSL the caller decides, see :func:`load_split`)."""
+    if not root.is_dir():
+        raise DataError(root, "data folder not found (expected a folder holding imoe/)")
+    files = split_files(dataset, subset, condition)
+    ds = dataset.upper()
+    missing = [rel for role in ROLES for rel in files[role] if not (root / rel).is_file()]
+    if missing and ds != "TPSL":
+        total = sum(len(v) for v in files.values())
+        label = " ".join(str(x) for x in (ds, subset, condition) if x) if ds == "UL" else ds
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(
+            root,
+            f"{len(missing)} of the {total} file(s) of the {label} split are missing under this "
+            f"data folder: {shown} (expected the layout of shared/data/README.md)",
+        )
+    return files, missing
+
+
 def load_split(
     data_dir: str | os.PathLike,
     dataset: str,
@@ -951,20 +973,8 @@ def load_split(
         missing UL/LSD files (all named), or any file problem.
     """
     root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError(root, "data folder not found (expected a folder holding imoe/)")
-    files = split_files(dataset, subset, condition)
+    files, missing = check_split_files(root, dataset, subset, condition)
     ds = dataset.upper()
-    missing = [rel for role in ROLES for rel in files[role] if not (root / rel).is_file()]
-    if missing and ds != "TPSL":
-        total = sum(len(v) for v in files.values())
-        label = " ".join(str(x) for x in (ds, subset, condition) if x) if ds == "UL" else ds
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise DataError(
-            root,
-            f"{len(missing)} of the {total} file(s) of the {label} split are missing under this "
-            f"data folder: {shown} (expected the layout of shared/data/README.md)",
-        )
     fmt = "UL" if ds == "UL" else ds
     cells = {
         role: [

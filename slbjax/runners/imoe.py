@@ -29,6 +29,7 @@ from slbjax.config import to_dict
 from slbjax.configs.imoe import ImoeConfig
 from slbjax.data import ranges
 from slbjax.data.cells import Cell
+from slbjax.data.imoe_files import check_split_files
 from slbjax.data.imoe_inputs import (
     has_windows,
     load_cells,
@@ -47,6 +48,7 @@ from slbjax.evaluate.conformal import (
 from slbjax.evaluate.intervals import INTERVAL_LEVEL, Z90, calibrate_interval
 from slbjax.evaluate.routing import router_weights_table
 from slbjax.models.trajectory import build_model
+from slbjax.paths import require_data_dir
 from slbjax.rundir import write_json
 from slbjax.train.imoe import (
     LossWeights,
@@ -93,6 +95,14 @@ def training_ranges(cfg: ImoeConfig, cells: list[Cell]) -> ranges.TrainingRanges
         [ranges.imoe_observed(c, ranges.start_features(c, soc)) for c in cells],
         rows="capacity and load: every cycle of the training cells; features: every valid "
              "cycle of them (each a possible prediction start)")
+
+
+def check_inputs(cfg: ImoeConfig, data_dir: Path | None) -> None:
+    """Fails, before a run folder is made, when the data the config names are not there."""
+    d = cfg.data
+    if d.dataset != "synthetic":
+        check_split_files(require_data_dir(data_dir, f"dataset {d.dataset}"), d.dataset, d.subset,
+                          d.condition)
 
 
 def train_and_evaluate(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, float]:
