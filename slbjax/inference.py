@@ -197,15 +197,8 @@ class Run:
         interval = ["lower90_ah", "upper90_ah"] if self.ensemble_size > 1 else []
         return [*TRAJECTORY_COLUMNS, *interval, *PREDICT_COLUMNS[len(TRAJECTORY_COLUMNS):]]
 
-    def predict_cells(
-        self,
-        cells: Iterable[Cell],
-        sources: Iterable[str] | None = None,
-        *,
-        refuse_out_of_distribution: bool = False,
-        total: int | None = None,
-        progress: bool = False,
-    ) -> pd.DataFrame:
+    def predict_cells(self, cells: Iterable[Cell], sources: Iterable[str] | None = None,
+                      **options) -> pd.DataFrame:
         """Trajectory from every valid cycle of each cell.
 
         Columns :attr:`columns`: :data:`PREDICT_COLUMNS`, and for an ensemble,
@@ -222,17 +215,16 @@ class Run:
         Args:
           cells: the cells (may be a generator: they are read one by one).
           sources: how to name each cell's file, aligned with ``cells``.
-          refuse_out_of_distribution: raise instead of warning.
-          total: the number of cells, for the progress lines.
-          progress: write ``[predict] i/total cells, rows`` lines to stderr.
+          options: of :meth:`iter_frames`: ``refuse_out_of_distribution`` (raise
+            instead of warning), ``total`` (the number of cells, for the progress
+            lines), ``progress`` (``[predict] i/total cells, rows`` lines on stderr).
 
         Raises:
           OutOfDistribution: a cell outside the training ranges, with
             ``refuse_out_of_distribution`` (or a run without ranges).
           DataError: a cell whose features do not fit the run.
         """
-        frames = list(self.iter_frames(cells, sources, refuse_out_of_distribution=refuse_out_of_distribution,
-                                       total=total, progress=progress))
+        frames = list(self.iter_frames(cells, sources, **options))
         if not frames:
             return pd.DataFrame(columns=self.columns)
         return pd.concat(frames, ignore_index=True)
@@ -252,10 +244,7 @@ class Run:
         nfeat = self.feature_normaliser.mean.shape[0]
         if self.training_ranges is None:
             if refuse_out_of_distribution:
-                raise ranges.OutOfDistribution(
-                    f"{self.path} holds no {ranges.RANGES_FILE} (a run trained before training "
-                    "ranges were recorded): cells cannot be checked, so "
-                    "--refuse-out-of-distribution refuses them all; nothing was written")
+                raise ranges.OutOfDistribution.unchecked(self.path)
             _log(f"[predict] note: {self.path} holds no {ranges.RANGES_FILE} (trained before "
                  "training ranges were recorded): no out-of-distribution check was done; "
                  "in_distribution is left empty")
@@ -277,8 +266,7 @@ class Run:
             warning = self.range_warning(cell, x["features"], where)
             if warning is not None:
                 if refuse_out_of_distribution:
-                    raise ranges.OutOfDistribution(
-                        f"{warning}; refused (--refuse-out-of-distribution): nothing was written")
+                    raise ranges.OutOfDistribution.for_cell(warning)
                 if not noted:
                     _log(f"[predict] out-of-distribution check: {self.training_ranges.describe()}")
                     noted = True

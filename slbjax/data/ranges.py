@@ -40,6 +40,17 @@ MAX_FEATURES_NAMED = 3  # features named in one warning; the rest are counted
 class OutOfDistribution(SlbjaxError):
     """A cell outside the training ranges, with ``--refuse-out-of-distribution``."""
 
+    @classmethod
+    def for_cell(cls, warning: str) -> OutOfDistribution:
+        return cls(f"{warning}; refused (--refuse-out-of-distribution): nothing was written")
+
+    @classmethod
+    def unchecked(cls, run_path) -> OutOfDistribution:
+        """A run without recorded ranges: no cell can be shown to be inside them."""
+        return cls(f"{run_path} holds no {RANGES_FILE} (a run trained before training ranges were "
+                   "recorded): cells cannot be checked, so --refuse-out-of-distribution refuses "
+                   "them all; nothing was written")
+
 
 @dataclasses.dataclass(frozen=True)
 class Field:

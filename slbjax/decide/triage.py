@@ -73,10 +73,7 @@ def range_check(life_run: LifeRun, cells: list[Cell], sources: list[str],
     tr = life_run.training_ranges
     if tr is None:
         if refuse:
-            raise ranges.OutOfDistribution(
-                f"{life_run.path} holds no {ranges.RANGES_FILE} (a run trained before training "
-                "ranges were recorded): cells cannot be checked, so --refuse-out-of-distribution "
-                "refuses them all; nothing was written")
+            raise ranges.OutOfDistribution.unchecked(life_run.path)
         _log(f"note: {life_run.path} holds no {ranges.RANGES_FILE} (trained before training "
              "ranges were recorded): no out-of-distribution check was done")
         return [None] * len(cells), []
@@ -85,8 +82,7 @@ def range_check(life_run: LifeRun, cells: list[Cell], sources: list[str],
         warning = life_run.range_warning(cell, where)
         if warning is not None:
             if refuse:
-                raise ranges.OutOfDistribution(
-                    f"{warning}; refused (--refuse-out-of-distribution): nothing was written")
+                raise ranges.OutOfDistribution.for_cell(warning)
             if not warnings:
                 _log(f"out-of-distribution check: {tr.describe()}")
             print(f"warning: {warning}", file=sys.stderr, flush=True)
