@@ -406,10 +406,13 @@ def execute(
             why = resumable(p)
             if why:
                 raise RunDirError(f"cannot resume: {why}")
-    for p, done in zip(points, reused, strict=True):  # missing data fail before any folder is made
+    checked: list[set[str]] = []  # files each point's check read (a loader may cache them)
+    for p, done in zip(points, reused, strict=True):  # bad or missing data fail before any folder
         check = getattr(runners.for_config(p.cfg), "check_inputs", None)
-        if check is not None and not done:
-            check(p.cfg, data_dir)
+        with provenance.recording() as seen:
+            if check is not None and not done:
+                check(p.cfg, data_dir)
+        checked.append(seen)
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(points):
         if found[i] is None:
@@ -445,7 +448,7 @@ def execute(
                 results = [runner.train_and_evaluate(points[i].cfg, data_dir, points[i].run_dir)
                            for i in todo]
             for i, m, folder in zip(todo, results, folders, strict=True):
-                write_provenance(points[i].run_dir, data_dir, reads)
+                write_provenance(points[i].run_dir, data_dir, reads | checked[i])
                 write_metrics(points[i].run_dir, m)
                 run_figures.draw_run_figures(points[i].run_dir)  # listed in the marker by finish()
                 folder.finish()

@@ -255,3 +255,45 @@ def test_provenance_hashes_every_data_file_read(data_dir):
     assert prov["data_dir"] == str(data_dir.resolve())
     provenance.record(data_dir / "imoe" / "LSD" / "4.csv")  # outside recording(): ignored
     assert "imoe/LSD/4.csv" not in provenance.describe(data_dir, reads)["files_sha256"]
+
+
+def _damaged_copy(data_dir: Path, tmp: Path, sub: str, damage: str) -> Path:
+    """``tmp/data`` holding ``sub`` of the real data as links, the files matching ``damage``
+    replaced by a file that is not a table."""
+    root = tmp / "data"
+    (root / sub).mkdir(parents=True)
+    for f in sorted((data_dir / sub).iterdir()):
+        if f.match(damage):
+            (root / sub / f.name).write_bytes(b"\x00\x01 not a table \x02\n")
+        else:
+            (root / sub / f.name).symlink_to(f)
+    return root
+
+
+@pytest.mark.parametrize("experiment, sub, damage, names", [
+    ("imoe-ul", "imoe/UL-NCA", "CY25-05_1-#*.csv", "CY25-05_1-#"),
+    ("life-lsd", "imoe/LSD", "1.csv", "1.csv"),
+    ("sort-deep", "sorting", "features.csv", "features.csv"),
+    ("cvae-pulse", "pulse", "NMC_2.1Ah*", "NMC_2.1Ah"),
+])
+def test_damaged_data_fail_before_the_folder_is_made(experiment, sub, damage, names, data_dir,
+                                                     tmp_path, capsys):
+    root = _damaged_copy(data_dir, tmp_path, sub, damage)
+    run = tmp_path / "run"
+    assert main(["run", experiment, "--smoke", "--data-dir", str(root), "--workdir", str(run)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and names in errors[0], errors
+    assert not run.exists()
+
+
+def test_history_baselines_check_their_cells_before_a_folder(data_dir, tmp_path):
+    from slbjax import runners
+    from slbjax.configs.history import HistoryConfig
+    from slbjax.errors import DataError
+
+    root = _damaged_copy(data_dir, tmp_path, "imoe/UL-NCA", "CY25-05_1-#*.csv")
+    cfg = HistoryConfig()
+    assert cfg.data.condition == "CY25-05_1"
+    with pytest.raises(DataError, match="CY25-05_1-#"):
+        runners.for_config(cfg).check_inputs(cfg, root)
+    runners.for_config(cfg).check_inputs(cfg, data_dir)  # the intact data pass

@@ -61,6 +61,13 @@ def load_data(cfg: CvaeConfig, data_dir: Path | None) -> PulseData:
     return pulse_data.load_pulse(data_dir, d.battery)
 
 
+def check_inputs(cfg: CvaeConfig, data_dir: Path | None) -> None:
+    """Fails, before a run folder is made, when the pulse data are missing or do not load."""
+    cfg.validate()
+    if cfg.data.battery != "synthetic":
+        pulse_cases.plan_cases(cfg, load_data(cfg, data_dir))
+
+
 def member_inputs(
     cfg: CvaeConfig, data: PulseData, plans: list[CasePlan], members: list[Member]
 ) -> trainer.MemberInputs:

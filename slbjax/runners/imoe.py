@@ -98,11 +98,14 @@ def training_ranges(cfg: ImoeConfig, cells: list[Cell]) -> ranges.TrainingRanges
 
 
 def check_inputs(cfg: ImoeConfig, data_dir: Path | None) -> None:
-    """Fails, before a run folder is made, when the data the config names are not there."""
+    """Fails, before a run folder is made, when the data the config names are not there
+    or do not pass the loaders' checks."""
+    cfg.validate()
     d = cfg.data
     if d.dataset != "synthetic":
         check_split_files(require_data_dir(data_dir, f"dataset {d.dataset}"), d.dataset, d.subset,
                           d.condition)
+        load_cells(cfg, data_dir)
 
 
 def train_and_evaluate(cfg: ImoeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, float]:

@@ -188,6 +188,12 @@ def _score_method(name: str, mu, sd, truth, fold, level) -> tuple[dict, dict]:
     return out, {"pred": pred, "lower": lo, "upper": hi}
 
 
+def check_inputs(cfg: LifeConfig, data_dir: Path | None) -> None:
+    """Fails, before a run folder is made, when the cells are missing or do not load."""
+    cfg.validate()
+    load_cells(require_data_dir(data_dir, "life-lsd") / cfg.data.subdir)
+
+
 def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) -> dict[str, float]:
     """Cross-validates, calibrates, fits the final model, groups; returns the flat metrics."""
     cfg.validate()

@@ -130,6 +130,22 @@ def summarise(at_seed: dict, seeds: pd.DataFrame) -> tuple[dict[str, float], pd.
     return metrics, table
 
 
+def check_inputs(cfg: SortConfig, data_dir: Path | None) -> None:
+    """Fails, before a run folder is made, when the tables are missing, do not load or
+    hold fewer cells than groups."""
+    cfg.validate()
+    _load(cfg, data_dir)
+
+
+def _load(cfg: SortConfig, data_dir: Path | None):
+    folder = require_data_dir(data_dir, "sort-deep") / cfg.data.subdir
+    data = load_sorting(folder)
+    if cfg.sort.num_groups > len(data.cells):
+        raise ConfigError(f"sort.num_groups = {cfg.sort.num_groups} exceeds the "
+                          f"{len(data.cells)} cells of {folder}")
+    return data
+
+
 def train_and_evaluate(cfg: SortConfig, data_dir: Path | None, run_dir: Path) -> dict[str, float]:
     """Groups the cells, scores every method and writes the tables; returns the flat metrics.
 
@@ -142,11 +158,7 @@ def train_and_evaluate(cfg: SortConfig, data_dir: Path | None, run_dir: Path) ->
     """
     cfg.validate()
     t_start = time.perf_counter()
-    folder = require_data_dir(data_dir, "sort-deep") / cfg.data.subdir
-    data = load_sorting(folder)
-    if cfg.sort.num_groups > len(data.cells):
-        raise ConfigError(f"sort.num_groups = {cfg.sort.num_groups} exceeds the "
-                          f"{len(data.cells)} cells of {folder}")
+    data = _load(cfg, data_dir)
     _log(f"{len(data.cells)} cells; seed {cfg.sort.seed} and seeds 0..{cfg.sort.num_seeds - 1}")
     at_seed, seeds, second = seed_tables(cfg, data)
     metrics, table = summarise(at_seed, seeds)
