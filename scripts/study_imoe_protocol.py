@@ -15,7 +15,11 @@ same data.  Variants (see ``experiments/imoe_ul_authors.py``):
 * ``default``: ``imoe-ul`` as shipped;
 * ``authors``: ``imoe-ul-authors``, every training choice of the published code;
 * ``weights``, ``select``, ``raw_target``, ``raw_load``: ``imoe-ul`` with one of
-  those choices switched alone.
+  those choices switched alone;
+* ``fast``: ``imoe-ul`` with ``train.recipe=fast`` (``scripts/bench_time_to_accuracy.py``
+  weighs it against the default).
+
+``--condition LSD`` runs ``imoe-lsd`` (variants ``default`` and ``fast``).
 
 Printed per variant: test MAPE over the members (mean +- std, min-max), the
 ensemble's MAPE, the median best-validation epoch, the epochs run and the
@@ -40,20 +44,43 @@ VARIANTS = {
     "select": ("imoe-ul", ["train.select_on=loss"]),
     "raw_target": ("imoe-ul", ["model.target_scaling=false"]),
     "raw_load": ("imoe-ul", ["model.load_scaling=false"]),
+    "fast": ("imoe-ul", ["train.recipe=fast"]),
 }
 
 
-def run_variant(name: str, folder: Path, seeds: int, condition: str, extra: list[str]) -> None:
+def command(name: str, folder: Path, seeds: int, condition: str, extra: list[str]) -> list[str]:
+    """The ``slbjax run`` of one variant; ``condition`` ``LSD`` runs ``imoe-lsd`` instead."""
     experiment, sets = VARIANTS[name]
-    sets = [*sets, f"train.ensemble_size={seeds}", "train.seed=0", f"data.condition={condition}", *extra]
+    if condition == "LSD":
+        if experiment != "imoe-ul":
+            raise SystemExit(f"variant {name} exists for UL only")
+        experiment, where = "imoe-lsd", []
+    else:
+        where = [f"data.condition={condition}"]
+    sets = [*sets, f"train.ensemble_size={seeds}", "train.seed=0", *where, *extra]
     cmd = [sys.executable, "-m", "slbjax.cli", "run", experiment, "--workdir", str(folder)]
     for s in sets:
         cmd += ["--set", s]
-    if (folder / "metrics.json").is_file():
+    return cmd
+
+
+def run_variant(name: str, folder: Path, seeds: int, condition: str, extra: list[str]) -> None:
+    """Runs one variant into ``folder``: a finished run of exactly its config is reused, a
+    cut-off one resumed, any other run of ours there replaced."""
+    from slbjax.experiments import load
+
+    from slbjax import rundir
+    from slbjax.config import apply_overrides
+
+    cmd = command(name, folder, seeds, condition, extra)
+    experiment, sets = cmd[4], cmd[8::2]
+    cfg = apply_overrides(load(experiment).get_config(), sets)
+    if rundir.finished_metrics(folder, cfg, experiment) is not None:
         print(f"[study] {name}: finished run in {folder}, reused", file=sys.stderr)
         return
     if folder.is_dir():
-        cmd.append("--resume")
+        point = rundir.RunPoint(experiment, cfg, folder)
+        cmd.append("--resume" if rundir.resumable(point) is None else "--overwrite")
     print(f"[study] {name}: {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True)
 
@@ -70,7 +97,8 @@ def row(name: str, folder: Path) -> dict | None:
     return {"variant": name, "n": n, "mean": statistics.mean(mapes),
             "std": statistics.stdev(mapes) if n > 1 else float("nan"), "min": min(mapes),
             "max": max(mapes), "ensemble": m["test_mape_pct"], "best_epoch": statistics.median(best),
-            "epochs": statistics.median(ran), "wall_s": m["train_seconds"]}
+            "epochs": statistics.median(ran), "wall_s": m["train_seconds"],
+            "s_per_epoch": m["seconds_per_epoch"]}
 
 
 def main() -> None:
@@ -86,7 +114,7 @@ def main() -> None:
     if not args.report_only:
         for v in args.variants:
             run_variant(v, folders[v], args.seeds, args.condition, args.set)
-    print(f"UL-NCA {args.condition}, test MAPE % over seeds 0..{args.seeds - 1} (members of one program)")
+    print(f"{'' if args.condition == 'LSD' else 'UL-NCA '}{args.condition}, test MAPE % over seeds 0..{args.seeds - 1} (members of one program)")
     print(f"{'variant':11s} {'n':>3s} {'mean':>7s} {'std':>6s} {'min-max':>13s} {'ensemble':>8s} "
           f"{'best ep':>7s} {'epochs':>6s} {'wall s':>7s}")
     for v in args.variants:

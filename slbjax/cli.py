@@ -4,7 +4,7 @@
   slbjax show EXPERIMENT [--smoke] [--set k=v ...]
   slbjax run EXPERIMENT [--set k=v ...] [--data-dir DIR] [--workdir DIR] [--smoke] [--overwrite | --resume]
   slbjax sweep EXPERIMENT --grid k=v1,v2 [--grid ...] [--set k=v ...] [--workdir DIR] [--smoke]
-  slbjax report SUITE [--smoke] [--data-dir DIR] [--workdir DIR]
+  slbjax report SUITE [--smoke] [--set KEY=VALUE ...] [--data-dir DIR] [--workdir DIR]
   slbjax predict --run DIR --input PATH [-o OUT.csv] [--overwrite] [--refuse-out-of-distribution]
   slbjax generate --run DIR --soc 0.30 --soh 0.85 [-n 1000] -o OUT.csv
   slbjax triage --run DIR --input PATH [--groups K | --group-size N] [--apps FILE] -o OUT
@@ -135,7 +135,8 @@ def cmd_report(args) -> int:
     from slbjax.paths import resolve_data_dir
 
     workdir = Path(args.workdir) if args.workdir else Path("runs") / f"report-{args.suite}{'-smoke' if args.smoke else ''}"
-    path = report.run_report(args.suite, args.smoke, resolve_data_dir(args.data_dir), workdir)
+    path = report.run_report(args.suite, args.smoke, resolve_data_dir(args.data_dir), workdir,
+                             args.set or [])
     print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -316,6 +317,9 @@ def build_parser(list_experiments: bool = False) -> argparse.ArgumentParser:
     rp.add_argument("--data-dir", help="folder laid out like shared/data (default: $SLBJAX_DATA)")
     rp.add_argument("--workdir", help="report folder (default: runs/report-SUITE); finished runs are reused")
     rp.add_argument("--smoke", action="store_true", help="tiny size: the same tables and figures in minutes")
+    rp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help="override a config value of every run that has the key, before the "
+                         "suite's own values (repeatable; e.g. train.recipe=fast)")
     rp.set_defaults(fn=cmd_report)
 
     pr = sub.add_parser("predict", help="predict trajectories with a finished iMOE run")

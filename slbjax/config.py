@@ -152,8 +152,18 @@ def field_type(cfg: Any, key: str) -> Any:
     return field_type(getattr(cfg, head), rest) if rest else tp
 
 
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
     """Applies ``"section.key=value"`` strings in order.
+
+    A config class may name presets, ``PRESETS = {key: {value: {key2: value2, ...}}}``:
+    setting ``key`` to ``value`` also sets the keys of that preset (e.g.
+    ``train.recipe=fast``); overrides after it win.
 
     Raises:
       ConfigError: naming the bad override and the nearest valid keys, or
@@ -166,6 +176,9 @@ def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
         try:
             cfg = override(cfg, key, text)
+            preset = getattr(cfg, "PRESETS", {}).get(key, {}).get(str(_get(cfg, key)), {})
+            for k, v in preset.items():  # keys set after this one override the preset's
+                cfg = override(cfg, k, as_text(v))
         except KeyError:
             keys = valid_keys(cfg)
             near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)

@@ -312,7 +312,7 @@ def _paper_case(ref: dict, case: int) -> str:
 
 
 def write_report(suite: str, results: pd.DataFrame, root: Path, *, smoke: bool, reused: int,
-                 seconds: float) -> Path:
+                 seconds: float, sets: tuple[str, ...] = ()) -> Path:
     from slbjax import report_figures
 
     figures_dir = root / "figures"
@@ -325,7 +325,7 @@ def write_report(suite: str, results: pd.DataFrame, root: Path, *, smoke: bool, 
     lines = [
         f"# slbjax report: {suite}{' (smoke size)' if smoke else ''}\n",
         f"Written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `slbjax report {suite}"
-        f"{' --smoke' if smoke else ''}`: {len(results)} runs ({results['run'].nunique()} distinct "
+        f"{' --smoke' if smoke else ''}{''.join(f' --set {s}' for s in sets)}`: {len(results)} runs ({results['run'].nunique()} distinct "
         f"configs, {reused} reused from earlier invocations), {seconds:.0f} s.  Every run is an "
         "ordinary run folder under `runs/` (listed in `results.csv`).\n",
         f"Paper numbers: {paper.SOURCE}\n",
@@ -362,10 +362,12 @@ def write_report(suite: str, results: pd.DataFrame, root: Path, *, smoke: bool, 
     return path
 
 
-def run_report(suite: str, smoke: bool, data_dir: Path | None, workdir: Path) -> Path:
-    """Runs (or reuses) every point of ``suite`` and writes the report into ``workdir``."""
+def run_report(suite: str, smoke: bool, data_dir: Path | None, workdir: Path,
+               sets: tuple[str, ...] | list[str] = ()) -> Path:
+    """Runs (or reuses) every point of ``suite`` (with ``sets``, see
+    :func:`slbjax.suites.with_sets`) and writes the report into ``workdir``."""
     start = time.perf_counter()
-    points = suite_points(suite, smoke, data_dir)
+    points = suite_points(suite, smoke, data_dir, sets)
     workdir.mkdir(parents=True, exist_ok=True)
     runs_dir = workdir / "runs"
     metrics, reused = run_points(points, data_dir, runs_dir)
@@ -378,4 +380,4 @@ def run_report(suite: str, smoke: bool, data_dir: Path | None, workdir: Path) ->
         results = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
     results.to_csv(workdir / "results.csv", index=False)
     return write_report(suite, results, workdir, smoke=smoke, reused=reused,
-                        seconds=time.perf_counter() - start)
+                        seconds=time.perf_counter() - start, sets=tuple(sets))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from slbjax import experiments
-from slbjax.config import apply_overrides
+from slbjax.config import apply_overrides, valid_keys
 from slbjax.data.pulse import SOURCES
 from slbjax.errors import ConfigError
 from slbjax.paths import require_data_dir
@@ -148,8 +148,10 @@ def cvae_points(smoke: bool, seeds: int, data_dir: Path | None) -> list[Point]:
     ]
 
 
-def suite_points(name: str, smoke: bool, data_dir: Path | None) -> list[Point]:
-    """Every point of suite ``name`` (see the module docstring)."""
+def suite_points(name: str, smoke: bool, data_dir: Path | None,
+                 sets: tuple[str, ...] | list[str] = ()) -> list[Point]:
+    """Every point of suite ``name`` (see the module docstring), with ``sets`` (see
+    :func:`with_sets`)."""
     if name not in SUITES:
         raise ConfigError(f"unknown suite {name!r}; suites are: {', '.join(SUITES)}")
     require_data_dir(data_dir, f"suite {name}")
@@ -159,4 +161,29 @@ def suite_points(name: str, smoke: bool, data_dir: Path | None) -> list[Point]:
         points += imoe_points(smoke, seeds)
     if name in ("cvae-paper", "all"):
         points += cvae_points(smoke, seeds, data_dir)
-    return points
+    return with_sets(points, sets, smoke)
+
+
+def with_sets(points: list[Point], sets, smoke: bool) -> list[Point]:
+    """``points`` with the ``key=value`` overrides of ``sets`` applied to every point whose
+    config has the key, before the point's own overrides (so a suite's seeds, conditions
+    and swept values stay its own).
+
+    Raises:
+      ConfigError: a key that no point's config has.
+    """
+    sets = list(sets)
+    if not sets:
+        return points
+    keys = [s.partition("=")[0].strip() for s in sets]
+    has = {id(p): set(valid_keys(p.cfg)) for p in points}
+    for key in keys:
+        if not any(key in has[id(p)] for p in points):
+            raise ConfigError(f"--set {key}: no run of this suite has that key")
+    out = []
+    for p in points:
+        mine = tuple(s for s, k in zip(sets, keys, strict=True) if k in has[id(p)])
+        overrides = (*mine, *p.overrides)
+        cfg = apply_overrides(experiments.load(p.experiment).get_config(smoke=smoke), overrides)
+        out.append(dataclasses.replace(p, overrides=overrides, cfg=cfg))
+    return out

@@ -57,6 +57,7 @@ from slbjax.train.imoe import (
     predict_members,
     stack_members,
 )
+from slbjax.train.loop import Plateau
 
 CONFIG_CLASS = ImoeConfig
 
@@ -188,6 +189,9 @@ def train_and_evaluate_group(cfgs: list[ImoeConfig], data_dir: Path | None,
         batch_size=t.batch_size, learning_rate=lrs,
         patience=t.patience if val is not None else t.epochs + 1,
         weights=weights, chunk=t.chunk, select_on=t.select_on,
+        plateau=(Plateau(t.plateau_patience, t.plateau_factor)
+                 if t.plateau_patience > 0 and val is not None else None),
+        member_group=t.member_group,
         mesh=data_mesh(t.batch_size) if t.data_parallel else None,
         log=lambda s: _log(f"[train] {s}"),
     )

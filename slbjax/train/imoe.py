@@ -184,6 +184,8 @@ def fit_members(
     mesh: Mesh | None = None,
     log: Callable[[str], None] | None = None,
     select_on: str = "mse",
+    plateau: loop.Plateau | None = None,
+    member_group: int = 0,
 ) -> list[TrainResult]:
     """Trains one model per seed in ONE compiled program (:func:`slbjax.train.loop.fit`).
 
@@ -194,7 +196,8 @@ def fit_members(
     ws = [weights] * len(seeds) if isinstance(weights, LossWeights) else list(weights)
     t = task(model, train.size, batch_size, ws[0].eps, select_on)
     return loop.fit(t, loop.Data(train, val), members(seeds, learning_rate, ws), epochs=epochs,
-                    patience=patience, chunk=chunk, mesh=mesh, log=log)
+                    patience=patience, plateau=plateau, chunk=chunk, mesh=mesh,
+                    member_group=member_group, log=log)
 
 
 def fit(model: IMOE, train: Batch, val: Batch, *, seed: int, **kwargs) -> TrainResult:
