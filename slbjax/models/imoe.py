@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from slbjax.models.apply import batched_apply  # noqa: F401  (re-exported: the batching of IMOE)
+from slbjax.models.lstm import LSTM
 
 Gate = Literal["authors", "topk_softmax"]
 NOISE_EPS = 1e-5
@@ -97,13 +98,10 @@ class RecurrentHead(nn.Module):
 
     @nn.compact
     def __call__(self, seq: jax.Array) -> jax.Array:
+        # parameter names as flax's nn.RNN(nn.OptimizedLSTMCell) gives them (see slbjax.models.lstm)
+        h = LSTM(self.hidden, name="OptimizedLSTMCell_0")(seq)
         if self.bidirectional:
-            rnn = nn.Bidirectional(
-                nn.RNN(nn.OptimizedLSTMCell(self.hidden)), nn.RNN(nn.OptimizedLSTMCell(self.hidden))
-            )
-        else:
-            rnn = nn.RNN(nn.OptimizedLSTMCell(self.hidden))
-        h = rnn(seq)
+            h = jnp.concatenate([h, LSTM(self.hidden, reverse=True, name="OptimizedLSTMCell_1")(seq)], -1)
         return nn.Dense(1, name="out")(h)[:, 0]
 
 
