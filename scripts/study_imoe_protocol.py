@@ -48,8 +48,8 @@ VARIANTS = {
 }
 
 
-def command(name: str, folder: Path, seeds: int, condition: str, extra: list[str]) -> list[str]:
-    """The ``slbjax run`` of one variant; ``condition`` ``LSD`` runs ``imoe-lsd`` instead."""
+def variant_run(name: str, seeds: int, condition: str, extra: list[str]) -> tuple[str, list[str]]:
+    """(experiment, --set values) of one variant; ``condition`` ``LSD`` runs ``imoe-lsd``."""
     experiment, sets = VARIANTS[name]
     if condition == "LSD":
         if experiment != "imoe-ul":
@@ -57,11 +57,7 @@ def command(name: str, folder: Path, seeds: int, condition: str, extra: list[str
         experiment, where = "imoe-lsd", []
     else:
         where = [f"data.condition={condition}"]
-    sets = [*sets, f"train.ensemble_size={seeds}", "train.seed=0", *where, *extra]
-    cmd = [sys.executable, "-m", "slbjax.cli", "run", experiment, "--workdir", str(folder)]
-    for s in sets:
-        cmd += ["--set", s]
-    return cmd
+    return experiment, [*sets, f"train.ensemble_size={seeds}", "train.seed=0", *where, *extra]
 
 
 def run_variant(name: str, folder: Path, seeds: int, condition: str, extra: list[str]) -> None:
@@ -72,17 +68,17 @@ def run_variant(name: str, folder: Path, seeds: int, condition: str, extra: list
     from slbjax import rundir
     from slbjax.config import apply_overrides
 
-    cmd = command(name, folder, seeds, condition, extra)
-    experiment, sets = cmd[4], cmd[8::2]
+    experiment, sets = variant_run(name, seeds, condition, extra)
     cfg = apply_overrides(load(experiment).get_config(), sets)
     if rundir.finished_metrics(folder, cfg, experiment) is not None:
         print(f"[study] {name}: finished run in {folder}, reused", file=sys.stderr)
         return
+    cmd = ["run", experiment, "--workdir", str(folder), *(a for s in sets for a in ("--set", s))]
     if folder.is_dir():
-        point = rundir.RunPoint(experiment, cfg, folder)
-        cmd.append("--resume" if rundir.resumable(point) is None else "--overwrite")
-    print(f"[study] {name}: {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True)
+        cmd.append("--resume" if rundir.resumable(rundir.RunPoint(experiment, cfg, folder)) is None
+                   else "--overwrite")
+    print(f"[study] {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "slbjax.cli", *cmd], check=True)
 
 
 def row(name: str, folder: Path) -> dict | None:

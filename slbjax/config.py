@@ -95,15 +95,16 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _get(cfg: Any, key: str) -> Any:
+    """The value of the dotted ``key``."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 def describe(cfg: Any) -> list[tuple[str, str, str]]:
     """``(dotted key, type, value as --set takes it)`` of every key of a config."""
-    rows = []
-    for key in valid_keys(cfg):
-        value = cfg
-        for part in key.split("."):
-            value = getattr(value, part)
-        rows.append((key, _type_name(field_type(cfg, key)), as_text(value)))
-    return rows
+    return [(key, _type_name(field_type(cfg, key)), as_text(_get(cfg, key))) for key in valid_keys(cfg)]
 
 
 def override(cfg: Any, key: str, text: str) -> Any:
@@ -152,12 +153,6 @@ def field_type(cfg: Any, key: str) -> Any:
     return field_type(getattr(cfg, head), rest) if rest else tp
 
 
-def _get(cfg: Any, key: str) -> Any:
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
 def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
     """Applies ``"section.key=value"`` strings in order.
 
@@ -176,7 +171,7 @@ def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
         try:
             cfg = override(cfg, key, text)
-            preset = getattr(cfg, "PRESETS", {}).get(key, {}).get(str(_get(cfg, key)), {})
+            preset = getattr(cfg, "PRESETS", {}).get(key, {}).get(as_text(_get(cfg, key)), {})
             for k, v in preset.items():  # keys set after this one override the preset's
                 cfg = override(cfg, k, as_text(v))
         except KeyError:
