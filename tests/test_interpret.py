@@ -139,6 +139,33 @@ def _tiny_routed(ignored: int) -> RoutedRun:
     return rr
 
 
+def test_cell_resampled_intervals():
+    # every cell has the same ratio: no resampling can move it
+    lo, hi = stats.cell_resampled_ratio(np.array([2.0, 4.0, 6.0]), np.array([1, 2, 3]))
+    assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
+    # cells of ratio 1 and 3 (equal weight): the interval lies between them and straddles 2
+    lo, hi = stats.cell_resampled_ratio(np.array([1.0, 3.0] * 5), np.ones(10))
+    assert 1.0 <= lo < 2.0 < hi <= 3.0
+    # a cell without samples is never drawn; [C, F] sums give one interval per column
+    lo, hi = stats.cell_resampled_ratio(np.array([[1.0, 0.0], [9.0, 9.0], [3.0, 0.0]]), np.array([1, 0, 3]))
+    assert np.allclose(lo, [1.0, 0.0]) and np.allclose(hi, [1.0, 0.0])
+
+
+def test_mape_by_soh_intervals_resample_the_cells_of_a_band():
+    soh = np.array([0.95, 0.95, 0.95, 0.95, 0.85, 0.85, 0.60])
+    cells = np.array(["a", "a", "b", "b", "a", "c", "c"])
+    target = np.ones((7, 2))
+    err = np.array([0.01, 0.01, 0.03, 0.03, 0.02, 0.02, 0.5])  # relative error of each sample
+    bands = stats.mape_by_soh(target * (1 + err[:, None]), target, soh, cells)
+    b95, b85, b75 = bands["soh95"], bands["soh85"], bands["soh75"]
+    assert (b95["samples"], b95["cells"]) == (4, 2) and b95["mape_pct"] == pytest.approx(2.0)
+    assert 1.0 - 1e-9 <= b95["p05"] < 2.0 < b95["p95"] <= 3.0 + 1e-9  # cells at 1 % and 3 %
+    assert (b85["samples"], b85["cells"]) == (2, 2)  # two cells at the same error: no spread
+    assert b85["p05"] == pytest.approx(2.0) and b85["p95"] == pytest.approx(2.0)
+    assert b75["samples"] == 0 and np.isnan(b75["mape_pct"]) and np.isnan(b75["p05"])
+    assert bands["class2"]["mape_pct"] == pytest.approx(50.0)
+
+
 def test_noise_on_a_feature_the_router_ignores_changes_nothing():
     rr = _tiny_routed(ignored=2)
     base, rows = perturb.noise_importance(rr, ["f0", "f1", "f2", "f3"], draws=3)
@@ -148,8 +175,11 @@ def test_noise_on_a_feature_the_router_ignores_changes_nothing():
     assert max(r["expert_change_rate"] for r in rows) > 0  # the others do move the router
     share = perturb.router_attribution(rr)
     assert share[0, 2] == 0.0 and share.sum() == pytest.approx(1.0)
-    ig, _ = perturb.integrated_gradients(rr, steps=4)
-    assert ig[2] == 0.0 and ig.sum() > 0
+    ig = perturb.integrated_gradients(rr, steps=4)
+    assert ig.mean_abs_ah[2] == 0.0 and ig.mean_abs_ah.sum() > 0
+    assert ig.share_p05[2] == 0.0 and ig.share_p95[2] == 0.0  # no resampling of cells gives it a share
+    assert np.all(ig.share_p05 <= ig.share + 1e-12) and np.all(ig.share <= ig.share_p95 + 1e-12)
+    assert np.any(ig.share_p95 > ig.share_p05)  # the cells differ, so the others' shares do
 
 
 def test_knockout_of_an_unused_expert_changes_nothing():

@@ -114,10 +114,11 @@ def mape_by_soh(path: Path, soh: np.ndarray, sample_mape: np.ndarray, bands: dic
     ax.scatter(soh * 100, sample_mape, s=4, alpha=0.35, color="tab:gray", label="test sample")
     for name, b in bands.items():
         if b["samples"]:
-            ax.plot(float(name), b["mape_pct"], "o", color="tab:red", ms=8)
-            ax.annotate(f"{b['mape_pct']:.2f} %", (float(name), b["mape_pct"]), textcoords="offset points",
-                        xytext=(6, 6), fontsize=8)
-    ax.plot([], [], "o", color="tab:red", label="band mean (+-2.5 % SOH)")
+            err = [[max(b["mape_pct"] - b["p05"], 0.0)], [max(b["p95"] - b["mape_pct"], 0.0)]]
+            ax.errorbar(float(name), b["mape_pct"], yerr=err, fmt="o", color="tab:red", ms=8, capsize=4)
+            ax.annotate(f"{b['mape_pct']:.2f} % ({b['cells']} cells)", (float(name), b["mape_pct"]),
+                        textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.plot([], [], "o", color="tab:red", label="band mean (+-2.5 % SOH), 90 % over resampled cells")
     ax.set_xlabel("SOH at the start cycle (%)")
     ax.set_ylabel("trajectory MAPE (%)")
     ax.invert_xaxis()
@@ -182,7 +183,8 @@ def knockout(path: Path, rows: list[dict]) -> Path:
 
 
 def attributions(path: Path, names: list[str], series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Path:
-    """Feature attributions, each normalised to shares summing to 1, with their ranges over members."""
+    """Feature attributions, each normalised to shares summing to 1; ``series`` maps a label to
+    (share, lower, upper) [F] each (lower = upper = share: no whisker)."""
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(series)
     y = np.arange(len(names))
@@ -193,5 +195,6 @@ def attributions(path: Path, names: list[str], series: dict[str, tuple[np.ndarra
     ax.invert_yaxis()
     ax.set_xlabel("share of the attribution (%)")
     ax.legend(fontsize=8)
-    ax.set_title("Feature attributions (bars: mean over members; whiskers: range)", fontsize=10)
+    ax.set_title("Feature attributions (router: mean and range over members; "
+                 "integrated gradients: 90 % over resampled cells)", fontsize=9)
     return _save(fig, path)

@@ -17,6 +17,8 @@ Changes in MAPE carry a 90 % interval from resampling whole test cells
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,9 +26,7 @@ import numpy as np
 from slbjax.evaluate import metrics
 from slbjax.interpret.labels import chosen
 from slbjax.interpret.samples import Routed, RoutedRun
-from slbjax.interpret.stats import soh_class
-
-BOOTSTRAP = 1000
+from slbjax.interpret.stats import cell_resampled_ratio, soh_class
 
 
 def ape_sums(pred: np.ndarray, target: np.ndarray, cell_ids: np.ndarray, num_cells: int) -> np.ndarray:
@@ -35,17 +35,14 @@ def ape_sums(pred: np.ndarray, target: np.ndarray, cell_ids: np.ndarray, num_cel
     return np.bincount(cell_ids, weights=ape, minlength=num_cells)
 
 
-def cell_bootstrap(delta: np.ndarray, counts: np.ndarray, seed: int = 0,
-                   n: int = BOOTSTRAP) -> tuple[float, float]:
+def cell_bootstrap(delta: np.ndarray, counts: np.ndarray, seed: int = 0) -> tuple[float, float]:
     """90 % interval of a change in pooled MAPE, resampling whole cells.
 
     Args:
       delta: [C] per-cell change of the APE sum (after - before); counts: [C] points per cell.
     """
-    present = np.flatnonzero(counts > 0)
-    idx = present[np.random.default_rng(seed).integers(0, present.size, size=(n, present.size))]
-    change = delta[idx].sum(1) / counts[idx].sum(1)
-    return float(np.quantile(change, 0.05)), float(np.quantile(change, 0.95))
+    lo, hi = cell_resampled_ratio(delta, counts, seed)
+    return float(lo), float(hi)
 
 
 class _Scorer:
@@ -126,16 +123,23 @@ def router_attribution(rr: RoutedRun, role: str = "test") -> np.ndarray:
     return per / per.sum(1, keepdims=True)
 
 
+class IntegratedGradients(NamedTuple):
+    """Integrated gradients per feature, with 90 % intervals over resampled test cells."""
+
+    mean_abs_ah: np.ndarray  # [F] mean |IG| over the samples (Ah)
+    share: np.ndarray  # [F] mean_abs_ah / its sum
+    share_p05: np.ndarray  # [F] 5 % quantile of the share over resampled cells
+    share_p95: np.ndarray  # [F]
+    completeness_gap_ah: float  # mean |sum_f IG - (F(x) - F(0))|
+
+
 def integrated_gradients(rr: RoutedRun, role: str = "test", steps: int = 16, max_samples: int = 256,
-                         seed: int = 0) -> tuple[np.ndarray, float]:
+                         seed: int = 0) -> IntegratedGradients:
     """Integrated gradients of the members' mean predicted capacity (Ah, mean over the horizon).
 
     From the training mean (0 in standardised units) to each sample's features,
-    ``steps`` midpoint steps, on up to ``max_samples`` samples.
-
-    Returns:
-      ([F] mean |IG| per feature in Ah, completeness gap: mean |sum_f IG - (F(x) -
-      F(0))| in Ah; the top-k choice makes the output jump, so the gap is not 0).
+    ``steps`` midpoint steps, on up to ``max_samples`` samples.  The top-k
+    choice makes the output jump, so the completeness gap is not 0.
     """
     r = rr.roles[role]
     idx = np.arange(r.batch.size)
@@ -157,8 +161,18 @@ def integrated_gradients(rr: RoutedRun, role: str = "test", steps: int = 16, max
         return f * g, mean_capacity(f, q1, u1) - mean_capacity(jnp.zeros_like(f), q1, u1)
 
     ig, diff = jax.lax.map(lambda t: one(*t), (q, x, u))
-    ig, diff = np.asarray(ig), np.asarray(diff)
-    return np.abs(ig).mean(0), float(np.mean(np.abs(ig.sum(1) - diff)))
+    signed, diff = np.asarray(ig, np.float64), np.asarray(diff, np.float64)
+    gap = float(np.mean(np.abs(signed.sum(1) - diff)))
+    ig = np.abs(signed)
+    mean_abs = ig.mean(0)
+    cells = np.asarray(r.cell_ids)[idx]
+    num_cells = int(cells.max()) + 1
+    per_cell = np.stack([np.bincount(cells, weights=ig[:, f], minlength=num_cells) for f in range(ig.shape[1])], 1)
+    # a share is a ratio of sums over the same samples: resample cells on the per-cell |IG| sums
+    lo, hi = cell_resampled_ratio(per_cell, per_cell.sum(1), seed)
+    total = mean_abs.sum()
+    share = mean_abs / total if total > 0 else mean_abs
+    return IntegratedGradients(mean_abs, share, lo, hi, gap)
 
 
 def knockout(rr: RoutedRun, perms: np.ndarray, role: str = "test") -> tuple[dict, list[dict]]:

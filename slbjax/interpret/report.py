@@ -149,10 +149,11 @@ def interpret(run_dir: str | Path, out_dir: str | Path, data_dir: Path | None, l
     scored_cells = sorted(set(test.windows.cell_names))
 
     # --- Fig. 4e: MAPE by SOH at the start
-    bands = stats.mape_by_soh(ensemble_pred, target, test.soh)
+    bands = stats.mape_by_soh(ensemble_pred, target, test.soh, test.cells, seed=seed)
     for key, b in bands.items():
         m[f"mape_{key}_pct"] = b["mape_pct"]
-        m[f"mape_{key}_samples"] = b["samples"]
+        m[f"mape_{key}_p05"], m[f"mape_{key}_p95"] = b["p05"], b["p95"]
+        m[f"mape_{key}_samples"], m[f"mape_{key}_cells"] = b["samples"], b["cells"]
 
     # --- Fig. 4f and attributions
     _log(f"noise importance ({draws} draws per feature)")
@@ -169,19 +170,21 @@ def interpret(run_dir: str | Path, out_dir: str | Path, data_dir: Path | None, l
     for row in perm_rows:
         m[f"permutation_{row['feature']}_delta_mape_pct"] = row["delta_mape_pct"]
     router_share = perturb.router_attribution(rr)  # [N, F]
-    ig, gap = perturb.integrated_gradients(rr, seed=seed)
-    ig_share = ig / ig.sum() if ig.sum() > 0 else ig
+    ig = perturb.integrated_gradients(rr, seed=seed)
     perm_d = np.clip([r["delta_mape_pct"] for r in perm_rows], 0, None)
     perm_share = perm_d / perm_d.sum() if perm_d.sum() > 0 else perm_d
     attr = pd.DataFrame({"feature": names, "router_share": router_share.mean(0),
                          "router_share_min": router_share.min(0), "router_share_max": router_share.max(0),
-                         "integrated_gradients_ah": ig, "integrated_gradients_share": ig_share,
+                         "integrated_gradients_ah": ig.mean_abs_ah, "integrated_gradients_share": ig.share,
+                         "integrated_gradients_share_p05": ig.share_p05,
+                         "integrated_gradients_share_p95": ig.share_p95,
                          "permutation_share": perm_share})
     attr.to_csv(out_dir / "attributions.csv", index=False)
     for f, name in enumerate(names):
         m[f"router_share_{name}"] = float(router_share[:, f].mean())
-        m[f"ig_share_{name}"] = float(ig_share[f])
-    m["ig_completeness_gap_ah"] = gap
+        m[f"ig_share_{name}"] = float(ig.share[f])
+        m[f"ig_share_{name}_p05"], m[f"ig_share_{name}_p95"] = float(ig.share_p05[f]), float(ig.share_p95[f])
+    m["ig_completeness_gap_ah"] = ig.completeness_gap_ah
     ko_base, ko_rows = perturb.knockout(rr, perms)
     pd.DataFrame(ko_rows).to_csv(out_dir / "knockout.csv", index=False)
     for row in ko_rows:
@@ -226,7 +229,7 @@ def interpret(run_dir: str | Path, out_dir: str | Path, data_dir: Path | None, l
         figures.knockout(fig_dir / "expert_knockout.png", ko_rows),
         figures.attributions(fig_dir / "attributions.png", names, {
             "router logits (exact)": (router_share.mean(0), router_share.min(0), router_share.max(0)),
-            "integrated gradients": (ig_share, ig_share, ig_share),
+            "integrated gradients": (ig.share, ig.share_p05, ig.share_p95),
             "permutation": (perm_share, perm_share, perm_share),
         }),
     ]
@@ -263,6 +266,14 @@ def _weights_csv(rr: RoutedRun, aligned: dict[str, np.ndarray]) -> pd.DataFrame:
                 "soh_start": r.soh, "life_position": r.life,
                 **{f"e{j + 1}": w[i][:, j] for j in range(w.shape[2])}}))
     return pd.concat(frames, ignore_index=True)
+
+
+def _band(m: dict, level: str) -> str:
+    key = f"mape_soh{level}"
+    if not m[f"{key}_samples"]:
+        return "no sample"
+    return (f"{_fmt(m[f'{key}_pct'], 2)} % ({_fmt(m[f'{key}_p05'], 2)}-{_fmt(m[f'{key}_p95'], 2)}; "
+            f"{m[f'{key}_cells']})")
 
 
 def _names(cells: list[str], limit: int = 20) -> str:
@@ -324,8 +335,8 @@ def _markdown(run_dir, cfg, m, top, fit_cells, scored_cells, figs, out_dir, line
         f"| SOH class, recall Excellent / Degraded | {_fmt(m['soh_class_recall_excellent'] * 100, 1)} / "
         f"{_fmt(m['soh_class_recall_degraded'] * 100, 1)} % | 91.5 % (at 95 %) / 96 % (at 75 %) | - |",
         f"| SOH class, leave-one-test-cell-out accuracy | {_fmt(m['soh_class_loco_test_accuracy'], 2)} | - | 0.88 (CY45-05_1) |",
-        f"| MAPE at SOH 95 / 85 / 75 % | {_fmt(m['mape_soh95_pct'], 2)} / {_fmt(m['mape_soh85_pct'], 2)} / "
-        f"{_fmt(m['mape_soh75_pct'], 2)} % | 0.47 / 0.52 / 0.47 % | - |",
+        "| MAPE at SOH 95 / 85 / 75 % (90 % over resampled cells; cells) | "
+        + " / ".join(_band(m, level) for level in ("95", "85", "75")) + " | 0.47 / 0.52 / 0.47 % | - |",
         f"| noise on Q-V mean: MAPE change | {_fmt(m['noise_baseline_mape_pct'])} -> "
         f"{_fmt(m['noise_baseline_mape_pct'] + m.get('noise_qv_mean_delta_mape_pct', float('nan')))} % "
         f"({m.get(qv, float('nan')):+.1f} %) | 1.13 -> 1.38 % (+22 %) | +6.4 % |",
@@ -362,8 +373,12 @@ def _markdown(run_dir, cfg, m, top, fit_cells, scored_cells, figs, out_dir, line
         f"- Noise: N(0, 1) added to one standardised feature (sigma = one training standard deviation) of every "
         f"test sample, {draws} draws; intervals are the 5-95 % range of the change over 1000 resamplings of "
         "whole test cells.",
-        "- Attributions: router (exact share of each feature in |x_f K_fe|), integrated gradients of the "
-        f"mean predicted capacity (16 steps from the training mean; completeness gap "
+        "- MAPE by SOH: samples whose start SOH lies within +-2.5 % of 95 / 85 / 75 %; intervals resample the "
+        "cells that have samples in the band (one cell in a band: no spread).",
+        "- Attributions: router (exact share of each feature in |x_f K_fe|; whiskers: range over members), "
+        "integrated gradients of the "
+        f"mean predicted capacity (16 steps from the training mean; whiskers: 90 % over resampled test cells; "
+        f"completeness gap "
         f"{_fmt(m['ig_completeness_gap_ah'], 4)} Ah from the top-k jumps), permutation (feature shuffled across "
         "test samples). Knock-out: an expert's weight removed from every member and the rest renormalised.",
         "",

@@ -183,16 +183,47 @@ def classify_soh_loco(w: np.ndarray, soh: np.ndarray, cells: np.ndarray) -> dict
     return _class_scores(conf)
 
 
-def mape_by_soh(pred: np.ndarray, target: np.ndarray, soh: np.ndarray) -> dict[str, dict]:
-    """MAPE (%) of the samples in each SOH band (:data:`SOH_BANDS`) and class."""
-    ape = metrics.ape_pct(pred, target)
+BOOTSTRAP = 1000
+
+
+def cell_resampled_ratio(num: np.ndarray, den: np.ndarray, seed: int = 0,
+                         n: int = BOOTSTRAP) -> tuple[np.ndarray, np.ndarray]:
+    """5 % and 95 % quantiles of ``sum(num) / sum(den)`` over resamplings of whole cells.
+
+    Samples of one cell are not independent, so intervals resample cells, with
+    replacement, among the cells with ``den > 0``.
+
+    Args:
+      num: [C] or [C, F] per-cell sums; den: [C] per-cell counts.
+    """
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    present = np.flatnonzero(den > 0)
+    idx = present[np.random.default_rng(seed).integers(0, present.size, size=(n, present.size))]
+    ratio = num[idx].sum(1) / den[idx].sum(1).reshape((n,) + (1,) * (num.ndim - 1))
+    return np.quantile(ratio, 0.05, axis=0), np.quantile(ratio, 0.95, axis=0)
+
+
+def mape_by_soh(pred: np.ndarray, target: np.ndarray, soh: np.ndarray, cells: np.ndarray,
+                seed: int = 0) -> dict[str, dict]:
+    """MAPE (%) of the samples in each SOH band (:data:`SOH_BANDS`) and class.
+
+    Each entry: ``samples``, ``cells`` (how many cells have samples in it),
+    ``mape_pct`` and its 90 % interval ``p05`` / ``p95`` over resampled cells.
+    """
+    ape = metrics.ape_pct(pred, target).mean(1)  # [M] per sample
+    _, cell_ids = np.unique(np.asarray(cells), return_inverse=True)
     out = {}
-    for name, (lo, hi) in SOH_BANDS.items():
-        sel = (soh >= lo) & (soh < hi)
-        out[f"soh{name}"] = {"samples": int(sel.sum()), "mape_pct": float(ape[sel].mean()) if sel.any() else float("nan")}
-    for c in range(3):
-        sel = soh_class(soh) == c
-        out[f"class{c}"] = {"samples": int(sel.sum()), "mape_pct": float(ape[sel].mean()) if sel.any() else float("nan")}
+    selections = {f"soh{name}": (soh >= lo) & (soh < hi) for name, (lo, hi) in SOH_BANDS.items()}
+    selections.update({f"class{c}": soh_class(soh) == c for c in range(3)})
+    for key, sel in selections.items():
+        entry = {"samples": int(sel.sum()), "cells": int(np.unique(cell_ids[sel]).size),
+                 "mape_pct": float("nan"), "p05": float("nan"), "p95": float("nan")}
+        if sel.any():
+            num = np.bincount(cell_ids[sel], weights=ape[sel], minlength=cell_ids.max() + 1)
+            den = np.bincount(cell_ids[sel], minlength=cell_ids.max() + 1)
+            lo, hi = cell_resampled_ratio(num, den, seed)
+            entry.update(mape_pct=float(ape[sel].mean()), p05=float(lo), p95=float(hi))
+        out[key] = entry
     return out
 
 
