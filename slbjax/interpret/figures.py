@@ -195,6 +195,6 @@ def attributions(path: Path, names: list[str], series: dict[str, tuple[np.ndarra
     ax.invert_yaxis()
     ax.set_xlabel("share of the attribution (%)")
     ax.legend(fontsize=8)
-    ax.set_title("Feature attributions (router: mean and range over members; "
-                 "integrated gradients: 90 % over resampled cells)", fontsize=9)
+    ax.set_title("Feature attributions\nwhiskers: router, range over members; "
+                 "integrated gradients, 90 % over resampled test cells", fontsize=9)
     return _save(fig, path)
