@@ -74,6 +74,7 @@ def _report_cli(args: list[str]) -> str:
 
 
 @pytest.mark.realdata
+@pytest.mark.long
 def test_smoke_report_writes_every_table_and_figure_and_reuses_runs(data_dir, tmp_path):
     wd = tmp_path / "rep"
     args = ["report", "all", "--smoke", "--data-dir", str(data_dir), "--workdir", str(wd)]

@@ -93,6 +93,7 @@ def test_sweep_of_two_points_resumes(tmp_path, monkeypatch, capsys):
         _same_run(tmp_path / "whole" / "points" / name, tmp_path / "cut" / "points" / name)
 
 
+@pytest.mark.long
 def test_sigkill_then_resume(tmp_path):
     """A real kill -9 at a random moment after the first save."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "SLBJAX_CHECKPOINT_SECONDS": "0"}
