@@ -9,7 +9,10 @@ variable is unset, and fail (not skip) when it is set but points nowhere
 useful, so a typo cannot silently turn the real-data tests off.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -24,6 +27,14 @@ jax.config.update("jax_num_cpu_devices", 8)
 # float32 + float64), no implicit rank promotion ([N, F] - [F] must be written out).
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# One XLA compilation cache for the test session, shared by the pytest-xdist workers and
+# the CLI subprocesses tests start (they inherit the variable): many tests train the same
+# tiny configs, and a subprocess would otherwise compile them again.  Made by the first
+# process that imports this file, removed when it exits.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="slbjax-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 
 def pytest_collection_modifyitems(config, items):
