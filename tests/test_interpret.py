@@ -149,11 +149,14 @@ def test_cell_resampled_intervals():
     # a cell without samples is never drawn; [C, F] sums give one interval per column
     lo, hi = stats.cell_resampled_ratio(np.array([[1.0, 0.0], [9.0, 9.0], [3.0, 0.0]]), np.array([1, 0, 3]))
     assert np.allclose(lo, [1.0, 0.0]) and np.allclose(hi, [1.0, 0.0])
+    # no cell with samples (e.g. a model whose attributions are all zero): no interval
+    lo, hi = stats.cell_resampled_ratio(np.zeros((3, 2)), np.zeros(3))
+    assert lo.shape == (2,) and np.isnan(lo).all() and np.isnan(hi).all()
 
 
 def test_mape_by_soh_intervals_resample_the_cells_of_a_band():
     soh = np.array([0.95, 0.95, 0.95, 0.95, 0.85, 0.85, 0.60])
-    cells = np.array(["a", "a", "b", "b", "a", "c", "c"])
+    cells = np.array([0, 0, 1, 1, 0, 2, 2])  # cell index of each sample
     target = np.ones((7, 2))
     err = np.array([0.01, 0.01, 0.03, 0.03, 0.02, 0.02, 0.5])  # relative error of each sample
     bands = stats.mape_by_soh(target * (1 + err[:, None]), target, soh, cells)

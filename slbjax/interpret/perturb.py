@@ -12,7 +12,8 @@
   the rest renormalised), the change in MAPE by SOH class.
 
 Changes in MAPE carry a 90 % interval from resampling whole test cells
-(:func:`cell_bootstrap`), since samples of one cell are not independent.
+(:func:`slbjax.interpret.stats.cell_resampled_ratio`), since samples of one
+cell are not independent.
 """
 
 from __future__ import annotations
@@ -33,16 +34,6 @@ def ape_sums(pred: np.ndarray, target: np.ndarray, cell_ids: np.ndarray, num_cel
     """[C] sum over each cell's points of the absolute percentage error (pred, target [M, L])."""
     ape = metrics.ape_pct(pred, target).sum(1)
     return np.bincount(cell_ids, weights=ape, minlength=num_cells)
-
-
-def cell_bootstrap(delta: np.ndarray, counts: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """90 % interval of a change in pooled MAPE, resampling whole cells.
-
-    Args:
-      delta: [C] per-cell change of the APE sum (after - before); counts: [C] points per cell.
-    """
-    lo, hi = cell_resampled_ratio(delta, counts, seed)
-    return float(lo), float(hi)
 
 
 class _Scorer:
@@ -68,9 +59,9 @@ class _Scorer:
     def row(self, sums_per_draw: list[np.ndarray], changes: list[float], seed: int) -> dict:
         delta = np.mean([a - self.base_sums for a in sums_per_draw], axis=0)  # exactly 0 where nothing moved
         d = float(delta.sum() / self.counts.sum())
-        lo, hi = cell_bootstrap(delta, self.counts, seed)
+        lo, hi = cell_resampled_ratio(delta, self.counts, seed)  # per-cell APE-sum change / points
         return {"mape_pct": self.base + d, "delta_mape_pct": d,
-                "relative_change_pct": d / self.base * 100, "delta_p05": lo, "delta_p95": hi,
+                "relative_change_pct": d / self.base * 100, "delta_p05": float(lo), "delta_p95": float(hi),
                 "expert_change_rate": float(np.mean(changes))}
 
 
@@ -165,9 +156,8 @@ def integrated_gradients(rr: RoutedRun, role: str = "test", steps: int = 16, max
     gap = float(np.mean(np.abs(signed.sum(1) - diff)))
     ig = np.abs(signed)
     mean_abs = ig.mean(0)
-    cells = np.asarray(r.cell_ids)[idx]
-    num_cells = int(cells.max()) + 1
-    per_cell = np.stack([np.bincount(cells, weights=ig[:, f], minlength=num_cells) for f in range(ig.shape[1])], 1)
+    per_cell = np.zeros((len(r.windows.cell_names), ig.shape[1]))
+    np.add.at(per_cell, np.asarray(r.cell_ids)[idx], ig)
     # a share is a ratio of sums over the same samples: resample cells on the per-cell |IG| sums
     lo, hi = cell_resampled_ratio(per_cell, per_cell.sum(1), seed)
     total = mean_abs.sum()

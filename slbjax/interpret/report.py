@@ -149,7 +149,7 @@ def interpret(run_dir: str | Path, out_dir: str | Path, data_dir: Path | None, l
     scored_cells = sorted(set(test.windows.cell_names))
 
     # --- Fig. 4e: MAPE by SOH at the start
-    bands = stats.mape_by_soh(ensemble_pred, target, test.soh, test.cells, seed=seed)
+    bands = stats.mape_by_soh(ensemble_pred, target, test.soh, test.cell_ids, seed=seed)
     for key, b in bands.items():
         m[f"mape_{key}_pct"] = b["mape_pct"]
         m[f"mape_{key}_p05"], m[f"mape_{key}_p95"] = b["p05"], b["p95"]

@@ -191,27 +191,30 @@ def cell_resampled_ratio(num: np.ndarray, den: np.ndarray, seed: int = 0,
     """5 % and 95 % quantiles of ``sum(num) / sum(den)`` over resamplings of whole cells.
 
     Samples of one cell are not independent, so intervals resample cells, with
-    replacement, among the cells with ``den > 0``.
+    replacement, among the cells with ``den > 0`` (none: NaN).
 
     Args:
       num: [C] or [C, F] per-cell sums; den: [C] per-cell counts.
     """
     num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
     present = np.flatnonzero(den > 0)
+    if present.size == 0:
+        nan = np.full(num.shape[1:], np.nan)
+        return nan, nan
     idx = present[np.random.default_rng(seed).integers(0, present.size, size=(n, present.size))]
     ratio = num[idx].sum(1) / den[idx].sum(1).reshape((n,) + (1,) * (num.ndim - 1))
     return np.quantile(ratio, 0.05, axis=0), np.quantile(ratio, 0.95, axis=0)
 
 
-def mape_by_soh(pred: np.ndarray, target: np.ndarray, soh: np.ndarray, cells: np.ndarray,
+def mape_by_soh(pred: np.ndarray, target: np.ndarray, soh: np.ndarray, cell_ids: np.ndarray,
                 seed: int = 0) -> dict[str, dict]:
     """MAPE (%) of the samples in each SOH band (:data:`SOH_BANDS`) and class.
 
     Each entry: ``samples``, ``cells`` (how many cells have samples in it),
-    ``mape_pct`` and its 90 % interval ``p05`` / ``p95`` over resampled cells.
+    ``mape_pct`` and its 90 % interval ``p05`` / ``p95`` over resampled cells
+    (``cell_ids`` [M]: each sample's cell index).
     """
     ape = metrics.ape_pct(pred, target).mean(1)  # [M] per sample
-    _, cell_ids = np.unique(np.asarray(cells), return_inverse=True)
     out = {}
     selections = {f"soh{name}": (soh >= lo) & (soh < hi) for name, (lo, hi) in SOH_BANDS.items()}
     selections.update({f"class{c}": soh_class(soh) == c for c in range(3)})
