@@ -18,7 +18,7 @@ from slbjax.data import life as L
 from slbjax.data.cells import Cell
 from slbjax.decide import grouping as G
 from slbjax.decide.life_run import load_life_run
-from slbjax.errors import DataError, RunDirError
+from slbjax.errors import ConfigError, DataError, RunDirError
 from slbjax.evaluate import clusters as C
 from slbjax.evaluate import life as E
 from slbjax.models.life import LifeMLP
@@ -187,6 +187,95 @@ def test_best_partition_agrees_with_brute_force():
         assert len(G.group_sizes(labels)) == k and G.group_sizes(labels).min() >= m
 
 
+def test_expected_partition_without_spread_is_the_point_partition():
+    rng = np.random.default_rng(5)
+    mu = np.log(rng.uniform(100, 900, 30))
+    for offset in (0.0, 10.0):
+        labels = G.expected_partition(mu, np.zeros(30), 5, 2, offset=offset)
+        assert np.array_equal(labels, G.best_partition(offset + np.exp(mu), 5, 2))
+
+
+def test_expected_partition_agrees_with_brute_force():
+    """Every split of the mu-sorted cells into K runs of >= m cells, each worth size x the
+    mean over the same draws of its minimum life."""
+    import itertools
+
+    rng = np.random.default_rng(11)
+    for _ in range(15):
+        n, k, m = int(rng.integers(4, 9)), int(rng.integers(1, 4)), int(rng.integers(1, 3))
+        if k * m > n:
+            continue
+        mu, sd = np.log(rng.uniform(100, 600, n)), rng.uniform(0.0, 0.6, n)
+        order = np.argsort(mu, kind="stable")
+        draws = 7.0 + np.exp(mu[order] + sd[order] * np.random.default_rng(2).standard_normal((500, n)))
+
+        def worth(cuts, n=n, draws=draws):
+            return sum((b - a) * draws[:, a:b].min(1).mean()
+                       for a, b in zip((0, *cuts), (*cuts, n), strict=True))
+
+        best = max(worth(cuts) for cuts in itertools.combinations(range(1, n), k - 1)
+                   if all(b - a >= m for a, b in zip((0, *cuts), (*cuts, n), strict=True)))
+        labels = G.expected_partition(mu, sd, k, m, offset=7.0, samples=500, seed=2)
+        runs = np.cumsum(np.bincount(labels[order]))[:-1]
+        assert worth(tuple(runs)) == pytest.approx(best)
+        assert len(G.group_sizes(labels)) == k and G.group_sizes(labels).min() >= m
+
+
+def test_expected_partition_keeps_an_uncertain_cell_out_of_a_long_lived_group():
+    """Two sure long-lived cells (1,000 cycles) and one predicted at 900 but very uncertain:
+    the point rule puts the three together; the expected rule leaves the uncertain one with
+    the short-lived cells, and its lifetime averaged over fresh draws is higher."""
+    mu = np.log([100.0, 100, 100, 100, 900, 1000, 1000])
+    sd = np.array([0.0, 0, 0, 0, 1.5, 0, 0])
+    point = G.best_partition(np.exp(mu), 2, 2)
+    expected = G.expected_partition(mu, sd, 2, 2, seed=0)
+    assert point.tolist() == [0, 0, 0, 0, 1, 1, 1] and expected.tolist() == [0, 0, 0, 0, 0, 1, 1]
+    fresh = np.exp(mu + sd * np.random.default_rng(99).standard_normal((4000, 7)))
+    value = lambda labels: np.mean([G.available_lifetime(labels, life) for life in fresh])  # noqa: E731
+    assert value(expected) > value(point) + 3  # cycles per cell (4.7 expected)
+
+
+def test_fold_blocks_hold_out_runs_of_cell_numbers_whole():
+    names = [f"LSD-{n}" for n in (*range(1, 61), *range(63, 89))]
+    single = R.assign_folds(names, 5, 3)
+    assert np.bincount(single).tolist() == [18, 17, 17, 17, 17]
+    assert np.array_equal(single[np.random.default_rng(3).permutation(86)[:18]], np.zeros(18))
+    blocks = R.assign_folds(names, 5, 3, block=4)
+    numbers = np.array([int(n[4:]) for n in names])
+    for b in np.unique((numbers - 1) // 4):
+        assert len(set(blocks[(numbers - 1) // 4 == b])) == 1
+    assert set(blocks) == set(range(5)) and np.bincount(blocks).min() >= 14
+    with pytest.raises(ConfigError, match="train.fold_block = 4 needs numbered cells, got 'cell-a'"):
+        R.assign_folds(["cell-a", "LSD-2"], 2, 0, block=4)
+    for key in ("train.fold_block", "group.gp_components"):
+        with pytest.raises(ConfigError, match=rf"{key} must be >= 1, got 0"):
+            replace(LifeConfig(), {key: 0}).validate()
+
+
+def test_gp_out_of_fold_learns_and_never_sees_the_held_out_cells():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 12))
+    y = np.sin(x[:, 0]) + 0.5 * x[:, 1] + rng.normal(0, 0.05, 60)
+    fold = np.arange(60) % 5
+    mu, sd = E.gp_out_of_fold(x, y, fold, components=12, seed=0)
+    assert np.corrcoef(mu, y)[0, 1] > 0.8 and (sd > 0).all()
+    y2 = y.copy()
+    y2[fold == 0] += 10.0  # the held-out fold's own targets cannot move its predictions
+    mu2, sd2 = E.gp_out_of_fold(x, y2, fold, components=12, seed=0)
+    np.testing.assert_array_equal(mu2[fold == 0], mu[fold == 0])
+    assert not np.allclose(mu2[fold != 0], mu[fold != 0])
+
+
+def test_calibrated_sd_gives_the_conformal_interval():
+    rng = np.random.default_rng(1)
+    mu, sd = rng.normal(size=200), rng.uniform(0.1, 0.3, 200)
+    truth = mu + rng.normal(0, 0.6, 200)
+    fold = np.arange(200) % 4
+    q = E.cross_fold_scale(mu, sd, truth, fold, 0.8)
+    z = E.calibrated_sd(mu, sd, truth, fold, 0.8)
+    np.testing.assert_allclose(1.2815515655446004 * z, q * sd)
+
+
 @pytest.mark.realdata
 def test_best_partition_of_true_lives_is_the_published_ceiling(data_dir):
     """Data README: the best available lifetime for 8 groups of >= 2 cells is 420.0 cycles."""
@@ -326,6 +415,10 @@ def test_triage_on_files_cut_to_their_first_cycles(life_run, lsd_subset, tmp_pat
                      "--groups", "2", "-o", str(out2)]) == 0
     full = pd.read_csv(out2 / "cells.csv")
     assert full.true_life_cycles.notna().all() and (out2 / "life_parity.png").exists()
+    # --groups K: the expected-lifetime partition under each cell's 90 % interval
+    sd = np.log(full.life_upper90 / full.life_lower90).to_numpy() / (2 * 1.6448536269514722)
+    expected = G.expected_partition(np.log(full.predicted_life_cycles.to_numpy()), sd, 2, 2)
+    np.testing.assert_array_equal(full.group.to_numpy(), expected + 1)
     np.testing.assert_allclose(full.predicted_life_cycles, cells.predicted_life_cycles, rtol=1e-6)
     # the estimator reads the same last measured cycle from either file
     np.testing.assert_allclose(full.estimated_soh, cells.estimated_soh, rtol=1e-6)
@@ -385,14 +478,17 @@ def test_life_lsd_smoke_with_grouping(data_dir, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["num_cells"] == 86 and metrics["group_num_groups"] == 8
     table = pd.read_csv(run / "grouping.csv").set_index("method")
-    assert {"slbjax_life_partition", "slbjax_life_equal", "second_refinement", "random",
-            "oracle"} <= set(table.index)
+    assert {f"slbjax_{p}_{r}" for p in ("network", "sorting_gp") for r in ("point", "expected", "equal")
+            } | {"second_refinement", "random", "oracle"} <= set(table.index)
     groups = pd.read_csv(run / "groups.csv")
     assert len(groups) == 86 and groups.group.value_counts().min() >= 2
+    assert (groups.life_lower90 < groups.predicted_life_cycles).all()
+    assert (groups.predicted_life_cycles < groups.life_upper90).all()
     # groups are runs of the predicted-life order, and the table scores exactly them
     by_group = groups.groupby("group").predicted_life_cycles
     assert (by_group.max().iloc[:-1].to_numpy() <= by_group.min().iloc[1:].to_numpy()).all()
-    assert table.loc["slbjax_life_partition", "lifetime_cycles"] == pytest.approx(
+    assert table.loc["slbjax_sorting_gp_expected", "lifetime_cycles"] == pytest.approx(
         G.available_lifetime(groups.group.to_numpy(), groups.true_life_cycles.to_numpy()))
     assert metrics["group_slbjax_lifetime_cycles"] == pytest.approx(
-        table.loc["slbjax_life_partition", "lifetime_cycles"])
+        table.loc["slbjax_sorting_gp_expected", "lifetime_cycles"])
+    assert 0 < metrics["group_sorting_gp_life_picp90"] <= 1 and -1 <= metrics["group_network_life_spearman"] <= 1

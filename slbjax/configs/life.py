@@ -55,6 +55,9 @@ class LifeTrain:
 
     Attributes:
       folds: k of the k-fold cross-validation by cell.
+      fold_block: 1: folds of single cells; B > 1: cells whose numbers agree in
+        (number - 1) // B go into one fold together (LSD cells come in runs of
+        four consecutive numbers that age alike: 4 holds each run out whole).
       ensemble_size: members per fold (and of the saved model), one program.
       val_share: share of a member's training cells held out for its early stopping.
       interval_level: nominal coverage of the prediction intervals.
@@ -62,6 +65,7 @@ class LifeTrain:
 
     seed: int = 0
     folds: int = 5
+    fold_block: int = 1
     ensemble_size: int = 8
     epochs: int = 400
     patience: int = 60
@@ -82,12 +86,15 @@ class LifeGroup:
         most available lifetime for the predicted lives (``group_size`` = 0).
       group_size: > 0: runs of this many cells instead (packs of a fixed size).
       reference_seeds: seeds of the deep-sorting reference it is compared with.
+      gp_components: principal components of the deep-sorting features that the
+        Gaussian process predicting the grouped lives reads.
     """
 
     num_groups: int = 8
     min_size: int = 2
     group_size: int = 0
     reference_seeds: int = 200
+    gp_components: int = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,12 +117,14 @@ class LifeConfig:
         for key, value, low in (
             ("data.measured_cycles", d.measured_cycles, 1), ("data.start_stride", d.start_stride, 1),
             ("data.min_remaining", d.min_remaining, 1), ("model.levels", m.levels, 2),
-            ("train.folds", t.folds, 2), ("train.ensemble_size", t.ensemble_size, 2),
+            ("train.folds", t.folds, 2), ("train.fold_block", t.fold_block, 1),
+            ("train.ensemble_size", t.ensemble_size, 2),
             ("train.epochs", t.epochs, 1), ("train.patience", t.patience, 1),
             ("train.batch_size", t.batch_size, 1), ("train.forest_trees", t.forest_trees, 1),
             ("group.num_groups", g.num_groups, 1), ("group.group_size", g.group_size, 0),
             ("group.min_size", g.min_size, 1),
             ("group.reference_seeds", g.reference_seeds, 1),
+            ("group.gp_components", g.gp_components, 1),
         ):
             if value < low:
                 raise ConfigError(f"{key} must be >= {low}, got {value}")

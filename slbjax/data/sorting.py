@@ -48,6 +48,9 @@ def feature_columns(order: int) -> tuple[str, ...]:
     return tuple(f"feature_{i}_{order}_{k}" for i in CURVES for k in STATISTICS)
 
 
+INFORMATIVE_EXPLICIT = EXPLICIT_COLUMNS[:-1]  # ica_2 is a constant placeholder (data README)
+
+
 @dataclasses.dataclass(frozen=True)
 class SortingData:
     """Both files, aligned on the cells of ``features.csv`` (ascending cell number).
@@ -217,3 +220,10 @@ def load_sorting(folder: str | Path) -> SortingData:
         trajectories=trajs,
         lives=np.array([len(t) for t in trajs], dtype=np.int64),
     )
+
+
+def model_features(data: SortingData) -> np.ndarray:
+    """[N, 114] what a regressor reads of the feature cycle: the 108 curve features
+    (derivative orders 1, 2, 3) and the six informative explicit columns."""
+    return np.hstack([*(data.curves[j].to_numpy() for j in ORDERS),
+                      data.explicit.loc[:, list(INFORMATIVE_EXPLICIT)].to_numpy()]).astype(np.float64)

@@ -3,7 +3,9 @@
 For every cell file under the input path (a file may hold only the first few
 cycles of a record), a finished ``life-lsd`` run predicts the remaining life
 with its calibrated 90 % interval from the first ``data.measured_cycles``
-cycles; the cells are sorted by predicted life and cut into groups; each group
+cycles; the cells are grouped on those lives (the groups of largest expected
+available lifetime under the intervals, or packs of N along the predicted
+order: :func:`group_cells`); each group
 is assigned to a second-life application or to recycling
 (:mod:`slbjax.decide.allocate`) on its life at the lower 90 % bound.  Writes
 ``cells.csv``, ``groups.csv``, ``report.md`` with figures, and ``triage.json``
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from slbjax.data import ranges
 from slbjax.data.cells import Cell
@@ -91,8 +94,13 @@ def range_check(life_run: LifeRun, cells: list[Cell], sources: list[str],
     return flags, warnings
 
 
-def group_cells(predicted: np.ndarray, num_groups: int | None, group_size: int | None) -> np.ndarray:
-    """[N] group labels 0.. by predicted life (see :func:`slbjax.decide.grouping.group_by_life`)."""
+def group_cells(table: pd.DataFrame, num_groups: int | None, group_size: int | None,
+                level: float) -> np.ndarray:
+    """[N] group labels 0.. by predicted life: ``group_size`` packs along the predicted-life
+    order, or ``num_groups`` groups of at least 2 cells with the largest expected available
+    lifetime under each cell's calibrated interval (``level``; a log-normal life, see
+    :func:`slbjax.decide.grouping.expected_partition`)."""
+    predicted = table.predicted_life_cycles.to_numpy(np.float64)
     n = len(predicted)
     if group_size is not None:
         if not 1 <= group_size <= n:
@@ -101,7 +109,9 @@ def group_cells(predicted: np.ndarray, num_groups: int | None, group_size: int |
     k = num_groups if num_groups is not None else max(1, n // 10)
     if not 1 <= k <= n:
         raise ConfigError(f"--groups {k} must lie in 1..{n} (the cells read)")
-    return grouping.group_by_life(predicted, k, 0)
+    sd = (np.log(table.life_upper90.to_numpy(np.float64))
+          - np.log(table.life_lower90.to_numpy(np.float64))) / (2 * norm.ppf(0.5 + level / 2))
+    return grouping.expected_partition(np.log(predicted), sd, k, min(2, n // k))
 
 
 def group_table(cells: pd.DataFrame) -> pd.DataFrame:
@@ -161,7 +171,8 @@ def run(run_path: Path, input_path: Path, out: Path, *, num_groups: int | None =
     out = prepare_output(out, overwrite)
     table = prediction_table(preds, d.nominal_ah)
     table["in_distribution"] = pd.array(inside, dtype="boolean")
-    table["group"] = group_cells(table.predicted_life_cycles.to_numpy(), num_groups, group_size) + 1
+    table["group"] = group_cells(table, num_groups, group_size,
+                                 life_run.config.train.interval_level) + 1
     groups = group_table(table)
     life = lower_life_matrix(table, preds, apps, d.nominal_ah, d.end_soh)
     energy = allocate.usable_energy_kwh(groups["size"].to_numpy(), groups.capacity_min_ah.to_numpy(),

@@ -17,10 +17,15 @@
    the same program layout on the same folds and scored out of fold at every
    training arrival and at arrival (MAE, RMSE in % SOH), next to ridge and
    random forest on the same inputs.
-6. With ``data.sorting_subdir`` present: every cell is predicted out of fold
-   from its deep-sorting feature cycle, the cells are sorted by predicted life
-   and cut into groups, and the partition is scored with the sorting metrics
-   next to the published method, its baselines and the oracle (``grouping.csv``).
+6. With ``data.sorting_subdir`` present: every cell's life from its deep-sorting
+   feature cycle is predicted out of fold on the same folds by a Gaussian process
+   on the sorting features and by the life network on the LSD rows from that
+   cycle, both with conformally calibrated spreads; the cells are grouped on
+   each by the expected-lifetime and the point rule
+   (:func:`~slbjax.decide.grouping.expected_partition`,
+   :func:`~slbjax.decide.grouping.best_partition`), and every partition is
+   scored with the sorting metrics next to the published method, its baselines
+   and the oracle (``grouping.csv``); ``groups.csv`` holds the GP's expected one.
 7. Clusters of the cells on the final networks' representations and on the
    raw features, compared with groups of equal true life (``clusters.csv``,
    :mod:`slbjax.evaluate.clusters`).
@@ -34,6 +39,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -42,6 +48,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 import pandas as pd
+from scipy.stats import norm, spearmanr
 
 from slbjax import checkpoint
 from slbjax.config import to_dict
@@ -51,7 +58,7 @@ from slbjax.data import life as life_data
 from slbjax.data import ranges
 from slbjax.data.cells import Cell
 from slbjax.data.imoe_files import find_cell_files, load_cell_file
-from slbjax.data.sorting import TRAJECTORIES_FILE, SortingData, load_sorting
+from slbjax.data.sorting import TRAJECTORIES_FILE, SortingData, load_sorting, model_features
 from slbjax.decide import grouping
 from slbjax.errors import ConfigError, DataError
 from slbjax.evaluate import clusters as cluster_eval
@@ -103,13 +110,25 @@ def data_report(cells: list[Cell], train_arr: life_data.Arrivals, notes: list[st
     }
 
 
-def assign_folds(num_cells: int, folds: int, seed: int) -> np.ndarray:
-    """[N] fold of each cell: a seeded permutation cut into ``folds`` near-equal parts."""
-    order = np.random.default_rng(seed).permutation(num_cells)
-    fold = np.empty(num_cells, np.int64)
+def assign_folds(names: list[str], folds: int, seed: int, block: int = 1) -> np.ndarray:
+    """[N] fold of each cell: a seeded permutation cut into ``folds`` near-equal parts.
+
+    With ``block`` > 1 the units permuted are blocks of cells whose numbers (the digits
+    at the end of the name, ``LSD-13`` -> 13) agree in (number - 1) // block, so a block
+    is held out whole."""
+    if block == 1:
+        units = np.arange(len(names))
+    else:
+        numbers = [re.search(r"(\d+)$", name) for name in names]
+        if not all(numbers):
+            bad = next(n for n, m in zip(names, numbers, strict=True) if not m)
+            raise ConfigError(f"train.fold_block = {block} needs numbered cells, got {bad!r}")
+        units = np.unique([(int(m.group(1)) - 1) // block for m in numbers], return_inverse=True)[1]
+    order = np.random.default_rng(seed).permutation(units.max() + 1)
+    unit_fold = np.empty(len(order), np.int64)
     for f, part in enumerate(np.array_split(order, folds)):
-        fold[part] = f
-    return fold
+        unit_fold[part] = f
+    return unit_fold[units]
 
 
 def member_specs(fold: np.ndarray, cfg: LifeConfig) -> list[life_train.MemberSpec]:
@@ -223,7 +242,7 @@ def train_and_evaluate(cfg: LifeConfig, data_dir: Path | None, run_dir: Path) ->
     notes = [] if sorting is not None else [
         f"no deep-sorting files in {root / d.sorting_subdir}: the grouping on predicted lives "
         "is not scored (no grouping.csv, groups.csv)"]
-    fold = assign_folds(len(cells), t.folds, t.seed)
+    fold = assign_folds([c.name for c in cells], t.folds, t.seed, t.fold_block)
     specs = member_specs(fold, cfg)
     _log(f"{len(cells)} cells, {len(train_arr)} training arrivals; {t.folds} folds + final model, "
          f"{t.ensemble_size} members each = {len(specs)} members in one program")
@@ -454,49 +473,80 @@ def _clusters(cfg: LifeConfig, cells: list[Cell], arrival: life_data.Arrivals,
 
 
 def _grouping(cfg, model, params, hp, cells, fold, sorting, run_dir: Path):
-    """Out-of-fold predictions from the sorting feature cycle, grouped and scored; returns
-    (metrics, {partition name: [cells] labels in the LSD cells' order})."""
-    d = cfg.data
+    """Out-of-fold lives at the sorting feature cycle from both predictors, grouped and
+    scored next to the published method; returns (metrics, {partition name: [cells] labels
+    in the LSD cells' order})."""
+    d, g, t = cfg.data, cfg.group, cfg.train
     starts, data, order = sorting
+    n = len(cells)
+    data_fold = np.empty(n, np.int64)
+    data_fold[order] = fold
+    # the life network on the LSD rows from the feature cycle: remaining life after the
+    # measured cycles, so a life in the sorting count (cycles from the feature cycle on) is
+    # measured_cycles + exp(mu)
     arr = life_data.build_arrivals(cells, [[int(s)] for s in starts], d.measured_cycles, cfg.end_ah,
                                    cfg.model.levels)
     m_life, _ = _predict(model, params, hp, arr, np.arange(len(arr)))
-    mu, _ = _out_of_fold(m_life, fold, cfg)
-    # predicted life in the sorting count: cycles from the feature cycle on
-    predicted = np.empty(len(cells))
-    predicted[order] = np.exp(mu) + d.measured_cycles
-    labels = grouping.group_by_life(predicted, cfg.group.num_groups, cfg.group.group_size, cfg.group.min_size)
-    equal = grouping.oracle_groups(predicted, len(grouping.group_sizes(labels)))
+    mu, sd = _out_of_fold(m_life, fold, cfg)
+    sd = life_eval.calibrated_sd(mu, sd, np.log(arr.remaining.astype(np.float64)), fold,
+                                 t.interval_level)
+    net_mu, net_sd = np.empty(n), np.empty(n)
+    net_mu[order], net_sd[order] = mu, sd
+    # the Gaussian process on the deep-sorting features, same folds
+    log_lives = np.log(data.lives.astype(np.float64))
+    gp_mu, gp_sd = life_eval.gp_out_of_fold(model_features(data), log_lives, data_fold,
+                                           g.gp_components, t.seed)
+    gp_sd = life_eval.calibrated_sd(gp_mu, gp_sd, log_lives, data_fold, t.interval_level)
+    predictors = {"network": (net_mu, net_sd, float(d.measured_cycles)),
+                  "sorting_gp": (gp_mu, gp_sd, 0.0)}
+
+    partitions, lives = {}, {}
+    for name, (p_mu, p_sd, offset) in predictors.items():
+        predicted = offset + np.exp(p_mu)
+        lives[name] = predicted
+        point = grouping.group_by_life(predicted, g.num_groups, g.group_size, g.min_size)
+        partitions[f"{name}_point"] = point
+        partitions[f"{name}_expected"] = point if g.group_size else grouping.expected_partition(
+            p_mu, p_sd, g.num_groups, min(g.min_size, n // g.num_groups), offset, seed=t.seed)
+        partitions[f"{name}_equal"] = grouping.oracle_groups(predicted, len(grouping.group_sizes(point)))
+    chosen = "sorting_gp_expected"
+    labels = partitions[chosen]
+
     scfg = SortConfig(sort=SortMethod(num_groups=len(grouping.group_sizes(labels)),
-                                      num_seeds=cfg.group.reference_seeds))
+                                      num_seeds=g.reference_seeds))
     distances = grouping.aging_distances(data.trajectories, scfg.sort.pad_ah)
-    ours = sort_runner.score_partition(labels, data, distances)
-    ours_equal = sort_runner.score_partition(equal, data, distances)
     at_seed, seeds, sort_labels = sort_runner.seed_tables(scfg, data)
     sort_metrics, table = sort_runner.summarise(at_seed, seeds)
-    rows = [{"method": "slbjax_life_partition", **ours}, {"method": "slbjax_life_equal", **ours_equal}]
-    out = {f"group_slbjax_{k}": v for k, v in ours.items()}
-    out.update({f"group_slbjax_equal_{k}": v for k, v in ours_equal.items()})
+    rows, out = [], {}
+    for name, part in partitions.items():
+        scores = sort_runner.score_partition(part, data, distances)
+        for k in sort_runner.METRICS:
+            ref = (sort_metrics[f"random_{k}_median"], sort_metrics[f"oracle_{k}"])
+            scores[f"{k}_share_of_oracle_gain"] = grouping.share_of_oracle_gain(scores[k], *ref)
+        rows.append({"method": f"slbjax_{name}", **scores})
+        out.update({f"group_slbjax_{name}_{k}": v for k, v in scores.items()})
+        if name == chosen:
+            out.update({f"group_slbjax_{k}": v for k, v in scores.items()})
     for k in sort_runner.METRICS:
-        ref = (sort_metrics[f"random_{k}_median"], sort_metrics[f"oracle_{k}"])
-        out[f"group_slbjax_{k}_share_of_oracle_gain"] = grouping.share_of_oracle_gain(ours[k], *ref)
-        out[f"group_slbjax_equal_{k}_share_of_oracle_gain"] = grouping.share_of_oracle_gain(
-            ours_equal[k], *ref)
         for m in ("second_refinement", "explicit_kmeans", "random", "oracle"):
             out[f"group_{m}_{k}"] = sort_metrics[f"{m}_{k}"]
             if m != "oracle":
                 out[f"group_{m}_{k}_median"] = sort_metrics[f"{m}_{k}_median"]
-    for k in sort_runner.METRICS:
-        rows[0][f"{k}_share_of_oracle_gain"] = out[f"group_slbjax_{k}_share_of_oracle_gain"]
-        rows[1][f"{k}_share_of_oracle_gain"] = out[f"group_slbjax_equal_{k}_share_of_oracle_gain"]
+    z = norm.ppf(0.5 + t.interval_level / 2)
+    for name, (p_mu, p_sd, offset) in predictors.items():
+        out[f"group_{name}_life_spearman"] = float(spearmanr(p_mu, log_lives).statistic)
+        out[f"group_{name}_life_picp90"] = metric_fns.coverage(
+            offset + np.exp(p_mu - z * p_sd), offset + np.exp(p_mu + z * p_sd), data.lives)
     pd.concat([pd.DataFrame(rows), table], ignore_index=True).to_csv(run_dir / "grouping.csv", index=False)
-    pd.DataFrame({"cell": data.cells, "group": labels + 1, "predicted_life_cycles": predicted,
+    p_mu, p_sd, offset = predictors["sorting_gp"]
+    pd.DataFrame({"cell": data.cells, "group": labels + 1, "predicted_life_cycles": lives["sorting_gp"],
+                  "life_lower90": offset + np.exp(p_mu - z * p_sd),
+                  "life_upper90": offset + np.exp(p_mu + z * p_sd),
                   "true_life_cycles": data.lives}).to_csv(run_dir / "groups.csv", index=False)
     out["group_num_groups"] = len(grouping.group_sizes(labels))
-    # the partitions in the LSD cells' order, for the clusters' comparison
-    partitions = {"slbjax_life_groups": labels[order], "sort_deep": sort_labels[order]}
-    _log(f"grouping: lifetime {ours['lifetime_cycles']:.2f} cycles, aging difference "
-         f"{ours['aging_difference']:.2f} (published method, seed {scfg.sort.seed}: "
-         f"{out['group_second_refinement_lifetime_cycles']:.2f} / "
+    _log(f"grouping (sorting-feature GP, expected lifetime): lifetime {out['group_slbjax_lifetime_cycles']:.2f} "
+         f"cycles, aging difference {out['group_slbjax_aging_difference']:.2f} (published method, "
+         f"seed {scfg.sort.seed}: {out['group_second_refinement_lifetime_cycles']:.2f} / "
          f"{out['group_second_refinement_aging_difference']:.2f})")
-    return out, partitions
+    # the partitions in the LSD cells' order, for the clusters' comparison
+    return out, {"slbjax_life_groups": labels[order], "sort_deep": sort_labels[order]}

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from slbjax.configs.sort import SortConfig
-from slbjax.data.sorting import SortingData, load_sorting
+from slbjax.data.sorting import INFORMATIVE_EXPLICIT, SortingData, load_sorting
 from slbjax.decide import grouping
 from slbjax.errors import ConfigError
 from slbjax.paths import require_data_dir
@@ -38,8 +38,7 @@ from slbjax.paths import require_data_dir
 METRICS = ("lifetime_cycles", "aging_difference", "capacity_utilisation")
 SEEDED = (*grouping.STEPS, "explicit_kmeans", "capacity_kmeans", "random")
 METHODS = (*SEEDED, "oracle")
-EXPLICIT_FEATURES = ("capacity", "voltage", "internal_resistance", "coulombic_efficiency",
-                     "energy_efficiency", "ica_1")  # ica_2 is a constant placeholder
+EXPLICIT_FEATURES = INFORMATIVE_EXPLICIT
 SPREAD = {"median": 50.0, "p05": 5.0, "p95": 95.0}
 # The authors' published values (metric pickles; data README section 4).
 PUBLISHED = {
